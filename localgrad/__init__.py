@@ -1,0 +1,36 @@
+"""localgrad: textual gradients (TextGrad) on your own hardware.
+
+`import localgrad as tg` gives textgrad's API: Variable, BlackboxLLM, TextLoss, TGD,
+set_backward_engine, get_engine, sum; engines run local models in batches.
+"""
+from localgrad.autograd import FormattedLLMCall, LLMCall, StringBasedFunction, aggregate, sum
+from localgrad.engine import Engine, get_backward_engine, get_engine, set_backward_engine
+from localgrad.errors import LocalgradError
+from localgrad.execution import backward
+from localgrad.loss import MultiChoiceTestTime, MultiFieldEvaluation, TextLoss
+from localgrad.model import BlackboxLLM
+from localgrad.optimizer import TGD, TextualGradientDescent
+from localgrad.variable import Variable
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Variable",
+    "BlackboxLLM",
+    "LLMCall",
+    "FormattedLLMCall",
+    "StringBasedFunction",
+    "TextLoss",
+    "MultiFieldEvaluation",
+    "MultiChoiceTestTime",
+    "TGD",
+    "TextualGradientDescent",
+    "Engine",
+    "get_engine",
+    "set_backward_engine",
+    "get_backward_engine",
+    "backward",
+    "sum",
+    "aggregate",
+    "LocalgradError",
+]

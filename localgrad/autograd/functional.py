@@ -1,0 +1,56 @@
+"""Sum and aggregate: join several variables into one; feedback on the total goes to every part."""
+from __future__ import annotations
+
+import builtins
+from typing import Any, Sequence
+
+from localgrad.autograd.function import BackwardStep, GradientTask
+from localgrad.errors import InvalidInputError
+from localgrad.variable import Variable
+
+
+class SumBackward(BackwardStep):
+    """Hands each piece of the total's feedback to every summed input, once, in order."""
+
+    transparent = True
+
+    def __init__(self, inputs: list[Variable]):
+        self.inputs = inputs
+
+    def tasks(self, output: Variable, objective: bool, engine: Any) -> list[GradientTask]:
+        return [
+            GradientTask(target=target, text=gradient.value, context=output.gradients_context.get(gradient))
+            for target in self.inputs
+            if target.requires_grad
+            for gradient in output.gradients
+        ]
+
+
+def _join(variables: Sequence[Variable], role: str, separator: str) -> Variable:
+    variables = list(variables)
+    if not variables:
+        raise InvalidInputError("sum/aggregate needs at least one Variable.")
+    for v in variables:
+        if not isinstance(v, Variable):
+            raise InvalidInputError(f"sum/aggregate takes Variables, got {type(v).__name__}.")
+        if v.is_image:
+            raise InvalidInputError("sum/aggregate joins text variables; an image variable cannot be summed.")
+    total = Variable(
+        separator.join(v.value for v in variables),
+        predecessors=variables,
+        requires_grad=builtins.any(v.requires_grad for v in variables),
+        role_description=role,
+    )
+    total.set_grad_fn(SumBackward(total.predecessors))
+    return total
+
+
+def sum(variables: Sequence[Variable]) -> Variable:  # noqa: A001 - textgrad's name
+    """One variable holding every input's text; its feedback reaches each input (e.g. a minibatch's losses)."""
+    roles = ", ".join(dict.fromkeys(v.role_description for v in variables)) if variables else ""
+    return _join(variables, f"a combination of the following: {roles}", "\n")
+
+
+def aggregate(variables: Sequence[Variable]) -> Variable:
+    """Like `sum`, with each part on its own numbered block, for feedback that compares the parts."""
+    return _join(variables, "a numbered collection of evaluations", "\n\n")

@@ -1,0 +1,87 @@
+"""Natural-language losses: an LLM evaluates a variable, and its evaluation is the loss to backpropagate."""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+from localgrad.autograd.function import Module
+from localgrad.autograd.llm_ops import FormattedLLMCall, LLMCall, as_system_prompt
+from localgrad.engine import Engine, resolve_engine
+from localgrad.errors import InvalidInputError
+from localgrad.prompts import losses as P
+from localgrad.variable import Variable
+
+
+class TextLoss(Module):
+    """Evaluate a variable with an instruction (the system prompt); the evaluation is the loss."""
+
+    def __init__(self, eval_system_prompt: Union[Variable, str], engine: Union[Engine, str, None] = None):
+        self.eval_system_prompt = as_system_prompt(eval_system_prompt, "system prompt for the evaluation")
+        if self.eval_system_prompt is None:
+            raise InvalidInputError("TextLoss needs an evaluation instruction (a str or a Variable).")
+        self.engine = resolve_engine(engine, "TextLoss")
+        self.llm_call = LLMCall(self.engine, self.eval_system_prompt)
+
+    def forward(self, instance: Union[Variable, Sequence[Variable]]) -> Union[Variable, list[Variable]]:
+        """The evaluation of one variable, or of each of a list (one batch)."""
+        return self.llm_call(instance, response_role_description="evaluation of the response")
+
+
+class MultiFieldEvaluation(Module):
+    """Evaluate several named fields together (e.g. a prediction against the ground truth)."""
+
+    def __init__(
+        self,
+        evaluation_instruction: Union[Variable, str],
+        role_descriptions: Sequence[str],
+        engine: Union[Engine, str, None] = None,
+        system_prompt: Union[Variable, str, None] = None,
+    ):
+        if not role_descriptions or len(set(role_descriptions)) != len(role_descriptions):
+            raise InvalidInputError("MultiFieldEvaluation needs distinct, non-empty role_descriptions, one per field.")
+        self.evaluation_instruction = as_system_prompt(evaluation_instruction, "evaluation instruction")
+        self.role_descriptions = list(role_descriptions)
+        self.engine = resolve_engine(engine, "MultiFieldEvaluation")
+        self.system_prompt = as_system_prompt(system_prompt or P.EVALUATION_SYSTEM_PROMPT, "system prompt for the evaluation")
+        lines = ["{instruction}"] + [P.MULTI_FIELD_LINE.format(name=r) for r in self.role_descriptions]
+        self.formatted_llm_call = FormattedLLMCall(
+            self.engine, "\n".join(lines), ["instruction", *self.role_descriptions], self.system_prompt
+        )
+
+    def forward(self, inputs: Union[Sequence[Variable], Sequence[Sequence[Variable]]]) -> Union[Variable, list[Variable]]:
+        """Evaluate one list of field values (in role_descriptions order), or a batch of such lists."""
+        inputs = list(inputs)
+        single = bool(inputs) and isinstance(inputs[0], Variable)
+        batch = [inputs] if single else [list(x) for x in inputs]
+        mappings = []
+        for values in batch:
+            if len(values) != len(self.role_descriptions):
+                raise InvalidInputError(
+                    f"MultiFieldEvaluation expects {len(self.role_descriptions)} fields "
+                    f"({self.role_descriptions}), got {len(values)}."
+                )
+            mappings.append({"instruction": self.evaluation_instruction, **dict(zip(self.role_descriptions, values))})
+        outputs = self.formatted_llm_call(mappings, response_role_description="evaluation of a prediction")
+        return outputs[0] if single else outputs
+
+
+class MultiChoiceTestTime(Module):
+    """Test-time loss for a multiple-choice answer: critique the reasoning without solving the question."""
+
+    def __init__(
+        self,
+        evaluation_instruction: str,
+        engine: Union[Engine, str, None] = None,
+        system_prompt: Union[Variable, str, None] = None,
+    ):
+        self.engine = resolve_engine(engine, "MultiChoiceTestTime")
+        self.tt_system_prompt = as_system_prompt(system_prompt or P.TEST_TIME_SYSTEM_PROMPT, "system prompt for the test-time evaluation")
+        template = P.TEST_TIME_TEMPLATE.format(instruction=evaluation_instruction)
+        self.formatted_llm_call = FormattedLLMCall(self.engine, template, ["question", "prediction"], self.tt_system_prompt)
+
+    def forward(self, question: str, prediction: Variable) -> Variable:
+        """Evaluate `prediction` as an answer to `question`."""
+        question_variable = Variable(question, requires_grad=False, role_description="the multiple choice question")
+        return self.formatted_llm_call(
+            {"question": question_variable, "prediction": prediction},
+            response_role_description=f"evaluation of the {prediction.get_role_description()}",
+        )

@@ -1,0 +1,4 @@
+"""Optimizers that turn textual feedback into new variable values."""
+from localgrad.optimizer.tgd import TGD, Optimizer, TextualGradientDescent
+
+__all__ = ["TGD", "TextualGradientDescent", "Optimizer"]

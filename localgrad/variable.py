@@ -1,0 +1,166 @@
+"""Variable: a node of the text graph. It holds a value (text or an image), what the value is for,
+whether it should be optimized, the variables it was computed from, and the feedback it received.
+"""
+from __future__ import annotations
+
+import numbers
+import os
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Union
+
+from localgrad.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from localgrad.autograd.function import BackwardStep
+    from localgrad.engine import Engine
+
+
+def _image_like(value: Any) -> bool:
+    if isinstance(value, (bytes, bytearray)):
+        return True
+    try:
+        from PIL import Image
+    except ImportError:
+        return False
+    return isinstance(value, Image.Image)
+
+
+class Variable:
+    """A value in the graph: text (or an image) with a role description and feedback ("gradients").
+
+    `predecessors` and `gradients` are ordered lists, so the same run always builds the same prompts.
+    """
+
+    def __init__(
+        self,
+        value: Union[str, int, float, bytes, Any] = "",
+        image_path: Union[str, os.PathLike, None] = None,
+        predecessors: Optional[Iterable["Variable"]] = None,
+        requires_grad: bool = True,
+        *,
+        role_description: str,
+    ):
+        if not isinstance(role_description, str) or not role_description.strip():
+            raise InvalidInputError(
+                "Variable needs a non-empty role_description (what the text is for, e.g. "
+                "'answer to the question'); the optimizer and feedback prompts depend on it."
+            )
+        if not isinstance(requires_grad, bool):
+            raise InvalidInputError(f"requires_grad must be True or False, got {requires_grad!r}.")
+        preds = list(predecessors or [])
+        for p in preds:
+            if not isinstance(p, Variable):
+                raise InvalidInputError(f"predecessors must be Variables, got {type(p).__name__}.")
+        if not requires_grad and any(p.requires_grad for p in preds):
+            raise InvalidInputError(
+                "A variable that does not require grad cannot be computed from variables that do; "
+                "set requires_grad=True or detach its inputs."
+            )
+        self.mime_type: Optional[str] = None
+        if image_path not in (None, ""):
+            if value not in ("", None):
+                raise InvalidInputError("Pass either value= or image_path=, not both.")
+            value = image_path
+            is_image = True
+        else:
+            is_image = _image_like(value)
+        if is_image:
+            from localgrad.images import load_image
+
+            if requires_grad:
+                raise InvalidInputError(
+                    "Images cannot be optimized: create image variables with requires_grad=False. "
+                    "Feedback still flows through image-conditioned calls to the text beside them."
+                )
+            value, self.mime_type = load_image(value)
+        elif isinstance(value, bool) or not isinstance(value, (str, numbers.Number)):
+            raise InvalidInputError(
+                f"A Variable's value must be text (str), a number, or an image (bytes, PIL image, image_path=); "
+                f"got {type(value).__name__}."
+            )
+        elif not isinstance(value, str):
+            value = str(value)
+        self.value: Union[str, bytes] = value
+        self.role_description = role_description
+        self.requires_grad = requires_grad
+        self.predecessors: list[Variable] = list(dict.fromkeys(preds))
+        self.gradients: list[Variable] = []
+        self.gradients_context: dict[Variable, Optional[dict[str, str]]] = {}
+        self.grad_fn: Optional["BackwardStep"] = None
+
+    @property
+    def is_image(self) -> bool:
+        """True when this variable holds an image."""
+        return self.mime_type is not None
+
+    def __repr__(self) -> str:
+        shown = f"<image {self.mime_type}, {len(self.value)} bytes>" if self.is_image else repr(self.value)
+        return f"Variable(value={shown}, role={self.role_description!r}, grads={len(self.gradients)})"
+
+    def __str__(self) -> str:
+        return self.value if isinstance(self.value, str) else repr(self)
+
+    def __add__(self, other: "Variable") -> "Variable":
+        from localgrad.autograd.functional import sum as sum_variables
+
+        if not isinstance(other, Variable):
+            raise InvalidInputError(f"Can only add a Variable to a Variable, got {type(other).__name__}.")
+        return sum_variables([self, other])
+
+    def get_value(self) -> Union[str, bytes]:
+        """The current value."""
+        return self.value
+
+    def set_value(self, value: str) -> None:
+        """Replace the text value (what the optimizer does on each step)."""
+        if self.is_image or not isinstance(value, str):
+            raise InvalidInputError("set_value takes text, and only on text variables.")
+        self.value = value
+
+    def get_role_description(self) -> str:
+        """What this variable is for, as shown to the models."""
+        return self.role_description
+
+    def set_role_description(self, role_description: str) -> None:
+        """Change what this variable is said to be for."""
+        if not isinstance(role_description, str) or not role_description.strip():
+            raise InvalidInputError("role_description must be a non-empty string.")
+        self.role_description = role_description
+
+    def get_short_value(self, n_words_offset: int = 10) -> str:
+        """The first and last words of the value, for logs."""
+        if self.is_image:
+            return repr(self)
+        words = self.value.split(" ")
+        if len(words) <= 2 * n_words_offset:
+            return self.value
+        return " ".join(words[:n_words_offset]) + " (...) " + " ".join(words[-n_words_offset:])
+
+    def set_grad_fn(self, grad_fn: "BackwardStep") -> None:
+        """Attach the step that sends this variable's feedback to its predecessors."""
+        self.grad_fn = grad_fn
+
+    def get_grad_fn(self) -> Optional["BackwardStep"]:
+        """The step that sends this variable's feedback to its predecessors, or None for a leaf."""
+        return self.grad_fn
+
+    def add_gradient(self, gradient: "Variable", context: Optional[dict[str, str]] = None) -> None:
+        """Append one piece of feedback, with the conversation it came from."""
+        self.gradients.append(gradient)
+        self.gradients_context[gradient] = context
+
+    def get_gradient_text(self) -> str:
+        """All feedback received, joined in the order it arrived."""
+        return "\n".join(g.value for g in self.gradients)
+
+    def reset_gradients(self) -> None:
+        """Forget all feedback."""
+        self.gradients = []
+        self.gradients_context = {}
+
+    zero_grad = reset_gradients
+
+    def backward(self, engine: Union["Engine", str, None] = None) -> None:
+        """Send feedback from this variable to every variable it depends on, level by level in batches."""
+        from localgrad.execution import backward
+
+        backward([self], engine=engine)
