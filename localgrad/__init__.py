@@ -4,10 +4,12 @@
 set_backward_engine, get_engine, sum; engines run local models in batches.
 """
 from localgrad.autograd import FormattedLLMCall, LLMCall, StringBasedFunction, aggregate, sum
+from localgrad.autograd import MultimodalLLMCall, OrderedFieldsMultimodalLLMCall
 from localgrad.engine import Engine, get_backward_engine, get_engine, set_backward_engine
 from localgrad.errors import LocalgradError
 from localgrad.execution import backward
 from localgrad.loss import MultiChoiceTestTime, MultiFieldEvaluation, TextLoss
+from localgrad.loss import ImageQALoss
 from localgrad.model import BlackboxLLM
 from localgrad.optimizer import TGD, TextualGradientDescent
 from localgrad.variable import Variable
@@ -19,10 +21,13 @@ __all__ = [
     "BlackboxLLM",
     "LLMCall",
     "FormattedLLMCall",
+    "MultimodalLLMCall",
+    "OrderedFieldsMultimodalLLMCall",
     "StringBasedFunction",
     "TextLoss",
     "MultiFieldEvaluation",
     "MultiChoiceTestTime",
+    "ImageQALoss",
     "TGD",
     "TextualGradientDescent",
     "Engine",

@@ -5,6 +5,7 @@ from typing import Optional, Sequence, Union
 
 from localgrad.autograd.function import Module
 from localgrad.autograd.llm_ops import FormattedLLMCall, LLMCall, as_system_prompt
+from localgrad.autograd.multimodal_ops import OrderedFieldsMultimodalLLMCall
 from localgrad.engine import Engine, resolve_engine
 from localgrad.errors import InvalidInputError
 from localgrad.prompts import losses as P
@@ -85,3 +86,39 @@ class MultiChoiceTestTime(Module):
             {"question": question_variable, "prediction": prediction},
             response_role_description=f"evaluation of the {prediction.get_role_description()}",
         )
+
+
+class ImageQALoss(Module):
+    """Evaluate an answer to a question about an image; the (multimodal) engine sees the image itself."""
+
+    FIELDS = ["Evaluation Instruction", "Question", "Image", "Answer"]
+
+    def __init__(
+        self,
+        evaluation_instruction: Union[Variable, str],
+        engine: Union[Engine, str, None] = None,
+        system_prompt: Union[Variable, str, None] = None,
+    ):
+        self.evaluation_instruction = as_system_prompt(evaluation_instruction, "evaluation instruction")
+        if self.evaluation_instruction is None:
+            raise InvalidInputError("ImageQALoss needs an evaluation instruction (a str or a Variable).")
+        self.engine = resolve_engine(engine, "ImageQALoss")
+        self.system_prompt = as_system_prompt(
+            system_prompt or P.IMAGE_QA_SYSTEM_PROMPT, "system prompt for the evaluation"
+        )
+        self.multimodal_llm_call = OrderedFieldsMultimodalLLMCall(self.engine, self.FIELDS, self.system_prompt)
+
+    def forward(self, image: Variable, question: Union[Variable, str], response: Variable) -> Variable:
+        """The evaluation of `response` as the answer to `question` about `image`."""
+        if not isinstance(image, Variable) or not image.is_image:
+            raise InvalidInputError(
+                "ImageQALoss needs the image as an image Variable, "
+                "e.g. Variable(image_path=..., requires_grad=False, role_description=...)."
+            )
+        if isinstance(question, str):
+            question = Variable(question, requires_grad=False, role_description="question about the image")
+        if not isinstance(question, Variable) or not isinstance(response, Variable):
+            raise InvalidInputError("ImageQALoss needs the question (a str or Variable) and the response as Variables.")
+        values = [self.evaluation_instruction, question, image, response]
+        role = f"evaluation of the {response.get_role_description()}"
+        return self.multimodal_llm_call(dict(zip(self.FIELDS, values)), response_role_description=role)

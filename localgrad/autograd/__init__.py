@@ -2,6 +2,7 @@
 from localgrad.autograd.function import BackwardStep, Function, GradientTask, Module
 from localgrad.autograd.functional import aggregate, sum
 from localgrad.autograd.llm_ops import FormattedLLMCall, LLMCall
+from localgrad.autograd.multimodal_ops import MultimodalLLMCall, OrderedFieldsMultimodalLLMCall
 from localgrad.autograd.string_based_ops import StringBasedFunction
 
 __all__ = [
@@ -13,5 +14,7 @@ __all__ = [
     "sum",
     "LLMCall",
     "FormattedLLMCall",
+    "MultimodalLLMCall",
+    "OrderedFieldsMultimodalLLMCall",
     "StringBasedFunction",
 ]

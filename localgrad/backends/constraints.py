@@ -35,21 +35,23 @@ def _check_tags(start: str, end: str) -> None:
 
 
 def tagged_body_regex(end: str) -> str:
-    """A regex for any non-empty text that does not contain `end` (whose first character is unique)."""
+    """A regex for any text with a non-space character that does not contain `end` (whose first character is unique)."""
     first = _regex_class_char(end[0])
     tail = f"[^{first}{_regex_class_char(end[-1])}]"
     for ch in reversed(end[1:-1]):
         tail = f"(?:[^{first}{_regex_class_char(ch)}]|{re.escape(ch)}{tail})"
-    return f"(?:[^{first}]|{re.escape(end[0])}+{tail})+"
+    opener = f"{re.escape(end[0])}+{tail}"
+    return f"[ \\t\\r\\n]*(?:[^{first} \\t\\r\\n]|{opener})(?:[^{first}]|{opener})*"
 
 
 def tagged_grammar(start: str, end: str) -> str:
-    """The GBNF grammar of `start`, then any non-empty text without `end`, then `end`."""
+    """The GBNF grammar of `start`, then any text without `end` that is not blank, then `end`."""
     _check_tags(start, end)
     first = _gbnf_class_char(end[0])
     rules = [
         f"root ::= {_gbnf_literal(start)} body {_gbnf_literal(end)}",
-        "body ::= unit+",
+        "body ::= [ \\t\\r\\n]* (first-unit) unit*",
+        f"first-unit ::= [^{first} \\t\\r\\n] | {_gbnf_literal(end[0])}+ x1",
         f"unit ::= [^{first}] | {_gbnf_literal(end[0])}+ x1",
     ]
     for i, ch in enumerate(end[1:], start=1):
@@ -62,7 +64,7 @@ def tagged_grammar(start: str, end: str) -> str:
 
 
 def tagged(start: str, end: str) -> Constraint:
-    """A constraint forcing output to be exactly `start`, a non-empty value, then `end`."""
+    """A constraint forcing output to be exactly `start`, a value that is not blank, then `end`."""
     _check_tags(start, end)
     regex = re.escape(start) + tagged_body_regex(end) + re.escape(end)
     return Constraint(regex=regex, grammar=tagged_grammar(start, end))

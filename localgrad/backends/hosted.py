@@ -224,9 +224,15 @@ def _as_dict(response: Any) -> dict[str, Any]:
 # --- backends ------------------------------------------------------------------------------------
 
 class _PooledBackend(Backend):
-    """A backend whose batch is one SDK call per request, at most `max_concurrency` at once."""
+    """A backend whose batch is one SDK call per request, at most `max_concurrency` at once.
+
+    Hosted APIs enforce JSON schemas but not regexes, so `supports_constraints` stays False (the tag
+    constraint is dropped by the engine and parsed tolerantly) and `constraint_kinds` says what a
+    request sent straight to the backend can rely on.
+    """
 
     supports_images = True
+    constraint_kinds: tuple[str, ...] = ("json_schema",)
 
     def __init__(self, name: str, options: HostedOptions):
         self.name = name

@@ -61,6 +61,16 @@ def resolve_model_path(spec: str, gguf_file: Optional[str] = None) -> tuple[Path
     return path, gguf_file
 
 
+def device_and_dtype(options: TransformersOptions) -> tuple[str, Any]:
+    """The device to run on (CUDA when available) and the torch dtype ('auto': bfloat16 on CUDA, else float32)."""
+    import torch
+
+    device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if options.dtype == "auto":
+        return device, torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return device, getattr(torch, options.dtype)
+
+
 def from_spec(spec: str, **options: Any) -> "TransformersBackend":
     """Build the backend for an engine name 'transformers:<dir or .gguf>[#gguf-file]'."""
     return TransformersBackend(spec, **options)
@@ -78,11 +88,7 @@ class TransformersBackend(Backend):
         self.options = TransformersOptions(**options)
         path, gguf = resolve_model_path(model, gguf_file)
         self.name = f"transformers:{path}" + (f"#{gguf}" if gguf else "")
-        self.device = self.options.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if self.options.dtype == "auto":
-            dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
-        else:
-            dtype = getattr(torch, self.options.dtype)
+        self.device, dtype = device_and_dtype(self.options)
         load = {"local_files_only": True, "trust_remote_code": self.options.trust_remote_code}
         if gguf:
             load["gguf_file"] = gguf
@@ -146,12 +152,16 @@ class TransformersBackend(Backend):
                 )
         return GuidedLogitsProcessor(automata, [r.sampling.max_tokens for r in requests], prompt_width)
 
+    def _encode(self, requests: list[Request], prompts: list[str]) -> Any:
+        """The batch's model inputs: the rendered prompts tokenized together, left-padded, on the device."""
+        return self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+
     def _generate(self, requests: list[Request], prompts: list[str]) -> list[Completion]:
         from transformers import LogitsProcessorList
 
         torch = self._torch
         started = time.perf_counter()
-        batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        batch = self._encode(requests, prompts)
         width = batch["input_ids"].shape[1]
         guide = self._guide(requests, width)
         with torch.inference_mode():

@@ -1,0 +1,54 @@
+"""Shared fixtures: a scripted engine for graph unit tests, and the real embedded model."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import localgrad.engine as engine_module
+from localgrad.backends.base import Backend, Completion, Request
+from localgrad.engine import Engine
+
+
+class ScriptedBackend(Backend):
+    """A deterministic stand-in model for graph unit tests: its answer is a function of the request."""
+
+    name = "scripted"
+    supports_constraints = True
+
+    def __init__(self, reply=None):
+        self.reply = reply or self.default_reply
+        self.batches: list[list[Request]] = []
+
+    @staticmethod
+    def default_reply(request: Request) -> str:
+        user = request.messages[-1].text
+        if request.constraint is not None:
+            value = re.search(r"<VARIABLE>\n(.*?)\n</VARIABLE>", user, re.DOTALL)
+            return f"<IMPROVED_VARIABLE>improved: {value.group(1) if value else '?'}</IMPROVED_VARIABLE>"
+        return f"reply#{len(user)}"
+
+    def generate_batch(self, requests):
+        self.batches.append(list(requests))
+        return [Completion(self.reply(r), prompt_tokens=len(r.messages[-1].text.split()), completion_tokens=3) for r in requests]
+
+
+@pytest.fixture
+def scripted():
+    """An Engine over a fresh ScriptedBackend."""
+    return Engine(ScriptedBackend())
+
+
+@pytest.fixture(autouse=True)
+def _no_backward_engine():
+    """Each test starts without a global backward engine."""
+    saved = engine_module._backward_engine
+    engine_module._backward_engine = None
+    yield
+    engine_module._backward_engine = saved
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    """The real embedded SmolLM2-135M on the transformers backend, loaded once per test session."""
+    return engine_module.get_engine("embedded:transformers", max_tokens=48)

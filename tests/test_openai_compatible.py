@@ -1,0 +1,398 @@
+"""The openai-compatible backend against real servers on loopback: llama-cpp-python's server on the
+embedded GGUF, and tiny `http.server` instances that misbehave on purpose."""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytest.importorskip("llama_cpp.server")
+
+from localgrad.backends.base import Constraint, ImageContent, Request, SamplingSettings  # noqa: E402
+from localgrad.backends.constraints import parse_tagged, tagged  # noqa: E402
+from localgrad.backends.openai_compatible import (  # noqa: E402
+    OpenAICompatibleBackend,
+    Retries,
+    Timeouts,
+    chat_body,
+    from_spec,
+)
+from localgrad.engine import get_engine  # noqa: E402
+from localgrad.errors import (  # noqa: E402
+    BackendError,
+    BackendResponseError,
+    BackendUnavailableError,
+    EngineConfigError,
+    InvalidInputError,
+    UnsupportedRequestError,
+)
+from localgrad.models import embedded_gguf_path  # noqa: E402
+
+START, END = "<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>"
+FAST_RETRIES = Retries(count=2, backoff_s=0.05, max_backoff_s=0.2)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LlamaServer:
+    """llama-cpp-python's server as a child process serving the embedded GGUF as `smollm`."""
+
+    def __init__(self, log_path: Path):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf_path()),
+             "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "4096", "--model_alias", "smollm"],
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited with {self.proc.returncode}; see {log_path}")
+            try:
+                if httpx.get(f"{self.url}/models", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"llama_cpp.server did not come up in 90 s; see {log_path}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        self._log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = LlamaServer(tmp_path_factory.mktemp("llama") / "server.log")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def backend(server):
+    b = from_spec(f"{server.url}#smollm", structured_output="auto")
+    yield b
+    b.close()
+
+
+class FakeServer:
+    """An OpenAI-shaped server on loopback whose chat endpoint answers with `reply(body, hit)`."""
+
+    def __init__(self, reply):
+        self.hits = 0
+        self.bodies: list[dict] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status: int, payload: bytes, headers: dict | None = None):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_GET(self):
+                if self.path == "/v1/models":
+                    self._send(200, json.dumps({"object": "list", "data": [
+                        {"id": "fake-model", "object": "model", "owned_by": "someone"}]}).encode())
+                else:
+                    self._send(404, b'{"detail": "Not Found"}')
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with lock:
+                    fake.hits += 1
+                    hit = fake.hits
+                    fake.bodies.append(body)
+                self._send(*reply(body, hit))
+
+        lock = threading.Lock()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _completion(text: str) -> bytes:
+    return json.dumps({
+        "id": "x", "object": "chat.completion", "model": "fake-model",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+    }).encode()
+
+
+@pytest.fixture
+def fake_server():
+    servers: list[FakeServer] = []
+
+    def start(reply) -> FakeServer:
+        servers.append(FakeServer(reply))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+# --- against llama-cpp-python's server ---------------------------------------------------------
+
+def test_detects_llamacpp_server(backend):
+    assert backend.structured_output == "llamacpp"
+    assert backend.supports_constraints and backend.supports_images
+
+
+def test_batch_of_eight_is_in_flight_at_once(server):
+    sent: list[float] = []
+    received: list[float] = []
+    hooks = {"request": [lambda r: sent.append(time.perf_counter())],
+             "response": [lambda r: received.append(time.perf_counter())]}
+    b = from_spec(f"{server.url}#smollm", event_hooks=hooks, max_concurrency=8)
+    sent.clear(), received.clear()  # drop the model check and server detection at construction
+    requests = [Request.chat(f"Write one sentence about the number {i}.", sampling=SamplingSettings(max_tokens=48))
+                for i in range(8)]
+    t0 = time.perf_counter()
+    completions = b.generate_batch(requests)
+    concurrent_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    one_by_one = [b.generate(r) for r in requests]
+    sequential_s = time.perf_counter() - t0
+    b.close()
+    assert len(sent) == 16 and len(received) == 16
+    assert max(sent[:8]) < min(received[:8]), "all 8 requests must be sent before the first answer arrives"
+    assert sum(c.latency_s for c in completions) > 2 * concurrent_s  # overlapping waits, client side
+    assert [c.text for c in completions] == [c.text for c in one_by_one]  # greedy, order kept
+    assert all(c.prompt_tokens > 0 and 0 < c.completion_tokens <= 48 for c in completions)
+    print(f"\nbatch of 8 x 48 tokens via llama_cpp.server: concurrent {concurrent_s:.2f} s, "
+          f"sequential {sequential_s:.2f} s, speedup {sequential_s / concurrent_s:.2f}x")
+
+
+def test_tagged_constraint_through_grammar(backend):
+    prompt = f"Fix the spelling: 'teh cat sat'. Answer with the fixed sentence between {START} and {END}."
+    request = Request.chat(prompt, constraint=tagged(START, END), sampling=SamplingSettings(max_tokens=200))
+    completion = backend.generate(request)
+    assert completion.text.startswith(START) and completion.text.endswith(END)
+    assert parse_tagged(completion.text, START, END)
+
+
+def test_json_schema_constraint_gives_valid_json(backend):
+    schema = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
+    request = Request.chat("What is 2 + 3? Answer in JSON.", constraint=Constraint(json_schema=schema),
+                           sampling=SamplingSettings(max_tokens=40))
+    value = json.loads(backend.generate(request).text)
+    assert isinstance(value["answer"], int)
+
+
+def test_through_engine_registry(server):
+    engine = get_engine(f"openai-compatible:{server.url}#smollm", max_tokens=8)
+    assert isinstance(engine.backend, OpenAICompatibleBackend)
+    assert engine("Say hi.")
+    assert engine.usage.completion_tokens > 0
+
+
+def test_wrong_model_name_lists_served_models(server):
+    with pytest.raises(EngineConfigError, match="smollm") as info:
+        from_spec(f"{server.url}#no-such-model")
+    assert "no-such-model" in str(info.value) and server.url in str(info.value)
+
+
+def test_server_rejecting_a_constraint_field(server):
+    b = from_spec(f"{server.url}#smollm", structured_output="response_format", retries=FAST_RETRIES)
+    request = Request.chat("Answer in JSON.", constraint=Constraint(json_schema={"type": "object"}),
+                           sampling=SamplingSettings(max_tokens=8))
+    with pytest.raises(BackendResponseError, match="json_object"):
+        b.generate(request)
+    b.close()
+
+
+def test_server_killed_mid_batch(tmp_path):
+    srv = LlamaServer(tmp_path / "doomed.log")
+    try:
+        b = from_spec(f"{srv.url}#smollm", retries=FAST_RETRIES)
+        requests = [Request.chat(f"Write a long story about a dragon number {i}.",
+                                 sampling=SamplingSettings(max_tokens=400)) for i in range(8)]
+        outcome: dict = {}
+
+        def run():
+            try:
+                outcome["result"] = b.generate_batch(requests)
+            except BaseException as exc:  # the assertion below names what came out
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        time.sleep(1.0)
+        srv.proc.kill()
+        worker.join(timeout=30)
+        assert not worker.is_alive()
+        assert "result" not in outcome
+        assert isinstance(outcome["error"], BackendUnavailableError), outcome
+        assert srv.url in str(outcome["error"])
+        b.close()
+    finally:
+        srv.stop()
+
+
+# --- unreachable and misbehaving servers ---------------------------------------------------------
+
+def test_unreachable_url_at_construction():
+    url = f"http://127.0.0.1:{_free_port()}/v1"
+    with pytest.raises(BackendUnavailableError, match="cannot reach") as info:
+        from_spec(f"{url}#m")
+    assert url in str(info.value)
+
+
+def test_unreachable_url_after_retries():
+    url = f"http://127.0.0.1:{_free_port()}/v1"
+    b = from_spec(f"{url}#m", check_model=False, structured_output="none",
+                  retries=Retries(count=3, backoff_s=0.1, max_backoff_s=1.0))
+    t0 = time.perf_counter()
+    with pytest.raises(BackendUnavailableError) as info:
+        b.generate(Request.chat("hi"))
+    assert time.perf_counter() - t0 >= 0.1 + 0.2 + 0.4  # three backoffs were waited out
+    assert url in str(info.value) and "'m'" in str(info.value)
+    b.close()
+
+
+def test_malformed_json_is_a_response_error(fake_server):
+    srv = fake_server(lambda body, hit: (200, b"this is {not json"))
+    b = from_spec(f"{srv.url}#fake-model", retries=FAST_RETRIES)
+    assert b.structured_output == "none" and not b.supports_constraints
+    with pytest.raises(BackendResponseError, match="malformed JSON"):
+        b.generate(Request.chat("hi"))
+    assert srv.hits == 1  # a malformed answer is not retried
+    b.close()
+
+
+def test_missing_choices_is_a_response_error(fake_server):
+    srv = fake_server(lambda body, hit: (200, b'{"object": "chat.completion", "choices": []}'))
+    b = from_spec(f"{srv.url}#fake-model")
+    with pytest.raises(BackendResponseError, match="choices"):
+        b.generate(Request.chat("hi"))
+    b.close()
+
+
+def test_400_on_a_constraint_carries_the_server_message(fake_server):
+    message = "grammar rejected: unknown rule 'body'"
+    srv = fake_server(lambda body, hit: (400, json.dumps({"error": {"message": message}}).encode())
+                      if "grammar" in body else (200, _completion("ok")))
+    b = from_spec(f"{srv.url}#fake-model", structured_output="llamacpp", retries=FAST_RETRIES)
+    assert b.generate(Request.chat("hi")).text == "ok"
+    with pytest.raises(BackendResponseError, match="unknown rule") as info:
+        b.generate(Request.chat("hi", constraint=tagged(START, END)))
+    assert "HTTP 400" in str(info.value)
+    assert srv.hits == 2  # a 400 is not retried
+    b.close()
+
+
+def test_503_is_retried_then_succeeds(fake_server):
+    srv = fake_server(lambda body, hit: (503, b'{"error": "busy"}') if hit <= 2 else (200, _completion("done")))
+    b = from_spec(f"{srv.url}#fake-model", retries=FAST_RETRIES)
+    completion = b.generate(Request.chat("hi"))
+    assert completion.text == "done" and completion.prompt_tokens == 3 and completion.completion_tokens == 2
+    assert srv.hits == 3
+    b.close()
+
+
+def test_429_after_retries_is_unavailable(fake_server):
+    srv = fake_server(lambda body, hit: (429, b'{"error": {"message": "slow down"}}'))
+    b = from_spec(f"{srv.url}#fake-model", retries=FAST_RETRIES)
+    with pytest.raises(BackendUnavailableError, match="slow down"):
+        b.generate(Request.chat("hi"))
+    assert srv.hits == 3
+    b.close()
+
+
+def test_replicas_share_a_batch_round_robin(fake_server):
+    a = fake_server(lambda body, hit: (200, _completion("a")))
+    c = fake_server(lambda body, hit: (200, _completion("c")))
+    b = from_spec("", base_urls=[a.url, c.url], model="fake-model")
+    texts = [x.text for x in b.generate_batch([Request.chat(str(i)) for i in range(8)])]
+    assert a.hits == 4 and c.hits == 4
+    assert texts == ["a", "c"] * 4
+    b.close()
+
+
+def test_images_and_sampling_reach_the_server(fake_server):
+    srv = fake_server(lambda body, hit: (200, _completion("seen")))
+    b = from_spec(f"{srv.url}#fake-model", structured_output="vllm", api_key="k")
+    image = ImageContent(b"\x89PNG fake bytes", "image/png")
+    sampling = SamplingSettings(temperature=0.7, max_tokens=12, top_p=0.9, seed=5)
+    b.generate(Request.chat(["Describe", image], system="be brief", sampling=sampling,
+                            constraint=tagged(START, END)))
+    body = srv.bodies[-1]
+    assert body["messages"][0] == {"role": "system", "content": "be brief"}
+    assert body["messages"][1]["content"] == [
+        {"type": "text", "text": "Describe"}, {"type": "image_url", "image_url": {"url": image.data_url()}}]
+    assert (body["temperature"], body["max_tokens"], body["top_p"], body["seed"]) == (0.7, 12, 0.9, 5)
+    assert set(body["structured_outputs"]) == {"regex"}
+    b.close()
+
+
+# --- options and request bodies ------------------------------------------------------------------
+
+def test_constraint_fields_per_mode():
+    req = Request.chat("x", constraint=tagged(START, END))
+    json_req = Request.chat("x", constraint=Constraint(json_schema={"type": "object"}))
+    assert chat_body(req, "m", "llamacpp")["grammar"].startswith("root ::=")
+    assert chat_body(json_req, "m", "llamacpp")["response_format"] == {"type": "json_object", "schema": {"type": "object"}}
+    assert chat_body(json_req, "m", "vllm")["structured_outputs"] == {"json": {"type": "object"}}
+    assert chat_body(json_req, "m", "response_format")["response_format"]["type"] == "json_schema"
+    assert "response_format" not in chat_body(req, "m", "response_format")
+    assert not {"grammar", "structured_outputs", "response_format"} & set(chat_body(req, "m", "none"))
+    with pytest.raises(UnsupportedRequestError, match="tagged"):
+        chat_body(Request.chat("x", constraint=Constraint(regex="a+")), "m", "llamacpp")
+
+
+def test_option_validation():
+    with pytest.raises(InvalidInputError, match="model"):
+        from_spec("http://127.0.0.1:1/v1")
+    with pytest.raises(InvalidInputError, match="structured_output"):
+        from_spec("http://127.0.0.1:1/v1#m", structured_output="magic", check_model=False)
+    with pytest.raises(InvalidInputError, match="max_concurrency"):
+        from_spec("http://127.0.0.1:1/v1#m", max_concurrency=0, check_model=False)
+    with pytest.raises(InvalidInputError, match="Unknown openai-compatible options"):
+        from_spec("http://127.0.0.1:1/v1#m", check_model=False, structured_output="none", colour="red")
+    with pytest.raises(InvalidInputError, match="base URL"):
+        from_spec("localhost:8000#m", check_model=False)
+    with pytest.raises(InvalidInputError, match="connect"):
+        Timeouts(connect=0)
+    with pytest.raises(InvalidInputError, match="count"):
+        Retries(count=-1)
+    b = from_spec("http://127.0.0.1:1#m", check_model=False, structured_output="none", timeouts=3, retries=1)
+    assert b.options.base_urls == ("http://127.0.0.1:1/v1",)
+    assert b.options.timeouts == Timeouts(read=3.0) and b.options.retries.count == 1
+    b.close()
+
+
+def test_closed_backend_refuses_work():
+    b = from_spec("http://127.0.0.1:1/v1#m", check_model=False, structured_output="none")
+    b.close()
+    b.close()
+    with pytest.raises(BackendError, match="closed"):
+        b.generate(Request.chat("hi"))
