@@ -12,8 +12,8 @@ from localgrad.backends.base import ContentPart
 from localgrad.engine import Engine
 from localgrad.errors import InvalidInputError, UnsupportedRequestError
 from localgrad.variable import Variable
+from localgrad.prompts import multimodal as PM
 
-FIELD_LABEL = "{field}: "
 
 Content = Union[str, tuple[ContentPart, ...]]
 
@@ -111,6 +111,6 @@ class OrderedFieldsMultimodalLLMCall(MultimodalLLMCall):
             if variable.is_image:
                 items.append(variable)
             else:
-                items.append(FIELD_LABEL.format(field=name) + variable.value)
+                items.append(PM.FIELD_LABEL.format(field=name) + variable.value)
         variables = [mapping[name] for name in self.fields]
         return content_parts(_pieces(items)), variables

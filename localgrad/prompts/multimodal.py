@@ -1,0 +1,3 @@
+"""Text around the fields of multimodal calls."""
+
+FIELD_LABEL = "{field}: "
