@@ -166,7 +166,7 @@ class Engine:
             self.cache.close()
 
     def _for_backend(self, request: Request) -> Request:
-        if request.constraint is not None and not self.backend.supports_constraints:
+        if request.constraint is not None and request.constraint.kind not in self.backend.constraint_kinds:
             return replace(request, constraint=None)
         return request
 

@@ -14,7 +14,7 @@ class ScriptedBackend(Backend):
     """A deterministic stand-in model for graph unit tests: its answer is a function of the request."""
 
     name = "scripted"
-    supports_constraints = True
+    constraint_kinds = ("regex", "json_schema")
 
     def __init__(self, reply=None):
         self.reply = reply or self.default_reply

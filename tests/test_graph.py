@@ -122,7 +122,7 @@ def test_tgd_step_is_one_batch_and_keeps_momentum_state(scripted):
 
 def test_tgd_refuses_unparseable_output_and_changes_nothing():
     backend = ScriptedBackend(reply=lambda r: "no tags here")
-    backend.supports_constraints = False
+    backend.constraint_kinds = ()
     engine = Engine(backend)
     a = tg.Variable("keep me", role_description="a")
     b = tg.Variable("me too", role_description="b")

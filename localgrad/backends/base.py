@@ -190,17 +190,23 @@ class Backend(ABC):
     """Turns a batch of Requests into Completions, in the same order.
 
     Subclasses set `name` (used in errors and cache keys), `supports_images` and
-    `supports_constraints`, and implement `generate_batch`. They catch their library's
+    `constraint_kinds` (which Constraint kinds they enforce while decoding), and implement
+    `generate_batch`. They catch their library's
     errors and raise localgrad's (`localgrad.errors.BackendError` and its subclasses).
     """
 
     name: str = "backend"
     supports_images: bool = False
-    supports_constraints: bool = False
+    constraint_kinds: tuple[str, ...] = ()
 
     @abstractmethod
     def generate_batch(self, requests: list[Request]) -> list[Completion]:
         """Run every request (as one batch where the backend can) and return completions in order."""
+
+    @property
+    def supports_constraints(self) -> bool:
+        """True when the backend enforces every constraint kind (regex and JSON schema)."""
+        return {"regex", "json_schema"} <= set(self.constraint_kinds)
 
     def generate(self, request: Request) -> Completion:
         """Run a single request: a thin wrapper over `generate_batch`."""

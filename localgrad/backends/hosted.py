@@ -226,9 +226,8 @@ def _as_dict(response: Any) -> dict[str, Any]:
 class _PooledBackend(Backend):
     """A backend whose batch is one SDK call per request, at most `max_concurrency` at once.
 
-    Hosted APIs enforce JSON schemas but not regexes, so `supports_constraints` stays False (the tag
-    constraint is dropped by the engine and parsed tolerantly) and `constraint_kinds` says what a
-    request sent straight to the backend can rely on.
+    Hosted APIs enforce JSON schemas but not regexes: the engine passes JSON constraints on and
+    drops the tag constraint, which the optimizer then parses tolerantly.
     """
 
     supports_images = True

@@ -247,7 +247,7 @@ class LlamaCppBackend(Backend):
     copied from another sequence instead) and `prefill_seconds`.
     """
 
-    supports_constraints = True
+    constraint_kinds = ("regex", "json_schema")
     supports_images = False
 
     def __init__(self, path: str | os.PathLike, options: LlamaCppOptions | None = None):

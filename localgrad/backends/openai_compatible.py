@@ -303,15 +303,6 @@ class OpenAICompatibleBackend(Backend):
         return {"vllm": ("regex", "json_schema"), "llamacpp": ("regex", "json_schema"),
                 "response_format": ("json_schema",)}.get(mode, ())
 
-    @property
-    def supports_constraints(self) -> bool:  # type: ignore[override]
-        """True when every constraint kind is enforced ("vllm", "llamacpp"); False while the server is unreachable.
-
-        In "response_format" mode JSON constraints sent straight to this backend are still enforced,
-        but the tag (regex) constraint is not, so the caller must prompt for the format and parse tolerantly.
-        """
-        return "regex" in self.constraint_kinds
-
     def generate_batch(self, requests: list[Request]) -> list[Completion]:
         """Send every request concurrently (at most `max_concurrency` at once) and return answers in order."""
         if self._closed:

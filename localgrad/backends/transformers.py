@@ -79,7 +79,7 @@ def from_spec(spec: str, **options: Any) -> "TransformersBackend":
 class TransformersBackend(Backend):
     """A causal language model from local files, generating each batch in one `generate` call."""
 
-    supports_constraints = True
+    constraint_kinds = ("regex", "json_schema")
 
     def __init__(self, model: str, gguf_file: Optional[str] = None, **options: Any):
         import torch

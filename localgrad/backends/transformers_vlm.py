@@ -39,7 +39,7 @@ class TransformersVLMBackend(TransformersBackend):
     """A vision-language model from a local directory; images and text in one `generate` call per batch."""
 
     supports_images = True
-    supports_constraints = True
+    constraint_kinds = ("regex", "json_schema")
 
     def __init__(self, model: str, **options: Any):
         import torch

@@ -166,7 +166,7 @@ class VLLMBackend(Backend):
     """A model loaded in-process with `vllm.LLM`; a batch of requests is one `LLM.chat` call."""
 
     supports_images = True
-    supports_constraints = True
+    constraint_kinds = ("regex", "json_schema")
 
     def __init__(self, model: str, options: VLLMOptions | None = None):
         if not isinstance(model, str) or not model.strip():
