@@ -51,6 +51,48 @@ def run_demo(engine_name: str, max_tokens: int) -> None:
     )
 
 
+def run_optimize(args: argparse.Namespace) -> None:
+    """Minibatch prompt optimization on a task or a data file, writing checkpoint, records and plot to --out."""
+    import localgrad as tg
+    from localgrad.train.tasks import load_qa_file, make_object_counting, split
+    from localgrad.train.trainer import Trainer, TrainerConfig
+
+    config = TrainerConfig(batch_size=args.batch_size, steps=args.steps, seed=args.seed, eval_batch_size=args.eval_batch_size)
+    needed = args.train + args.val + args.test
+    if args.data:
+        examples = load_qa_file(args.data, args.question_key, args.answer_key)
+    else:
+        examples = make_object_counting(needed, seed=args.seed)
+    train, val, test = split(examples, args.train, args.val, args.test)
+    started = time.perf_counter()
+    engine = tg.get_engine(args.engine, max_tokens=args.max_tokens)
+    backward = tg.get_engine(args.backward_engine, max_tokens=args.max_tokens) if args.backward_engine else engine
+    print(
+        f"engine: {args.engine} -> {engine.backend.name}; backward: {backward.backend.name} "
+        f"(loaded in {time.perf_counter() - started:.1f} s)",
+        flush=True,
+    )
+    print(f"data: {args.data or args.task}, train {len(train)} / val {len(val)} / test {len(test)}; out: {args.out}", flush=True)
+    trainer = Trainer(config, train, val, test, engine, backward, out_dir=args.out)
+    state = trainer.fit(resume=args.resume)
+    initial, records, totals = state["initial"], state["records"], state["totals"]
+    final = records[-1] if records else initial
+    for r in records:
+        print(
+            f"step {r['step']}: train {r['train_accuracy']:.2f}, val {r['val_score']:.2f}, test {r['test_score']:.2f}"
+            f"{' (reverted)' if r['reverted'] else ''}, {r['seconds']['total']:.1f} s"
+        )
+    _section("final prompt", final["prompt"])
+    print(
+        f"\nvalidation {initial['val_score']:.3f} -> {final['val_score']:.3f}, "
+        f"test {initial['test_score']:.3f} -> {final['test_score']:.3f}\n"
+        f"{len(records)} steps, {totals['batches']} backend batches, {totals['prompt_tokens']} prompt + "
+        f"{totals['completion_tokens']} generated tokens, {totals['wall_seconds']:.1f} s "
+        f"({totals['backend_seconds']:.1f} s in backend calls)\n"
+        f"wrote {args.out}/checkpoint.json, records.json, plot.png"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `localgrad` command."""
     parser = argparse.ArgumentParser(prog="localgrad", description=__doc__)
@@ -59,6 +101,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--engine", default="embedded", help="engine name (default: embedded, the bundled SmolLM2-135M)")
     demo.add_argument("--max-tokens", type=int, default=256, help="cap on generated tokens per call (default 256)")
     demo.set_defaults(run=lambda args: run_demo(args.engine, args.max_tokens))
+    opt = commands.add_parser("optimize", help="optimize a system prompt on a question/answer task (textgrad's tutorial)")
+    opt.add_argument("--engine", default="embedded", help="forward engine name (default: embedded)")
+    opt.add_argument("--backward-engine", default=None, help="engine for feedback and updates (default: --engine)")
+    source = opt.add_mutually_exclusive_group()
+    source.add_argument("--task", choices=["object_counting"], default="object_counting", help="generated task (default)")
+    source.add_argument("--data", default=None, help="a .json (list of objects) or .jsonl file of question/answer pairs")
+    opt.add_argument("--question-key", default="question", help="question field in --data (default: question)")
+    opt.add_argument("--answer-key", default="answer", help="answer field in --data (default: answer)")
+    opt.add_argument("--train", type=int, default=16, help="training examples (default 16)")
+    opt.add_argument("--val", type=int, default=16, help="validation examples (default 16)")
+    opt.add_argument("--test", type=int, default=32, help="test examples (default 32)")
+    opt.add_argument("--batch-size", type=int, default=4, help="minibatch size (default 4)")
+    opt.add_argument("--steps", type=int, default=3, help="optimization steps (default 3)")
+    opt.add_argument("--eval-batch-size", type=int, default=32, help="cap on one evaluation batch (default 32)")
+    opt.add_argument("--seed", type=int, default=0, help="seed of the generated task and data order (default 0)")
+    opt.add_argument("--max-tokens", type=int, default=128, help="cap on generated tokens per call (default 128)")
+    opt.add_argument("--out", default="localgrad-run", help="output directory (default: localgrad-run)")
+    opt.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
+    opt.set_defaults(run=run_optimize)
     return parser
 
 

@@ -1,7 +1,7 @@
 """Natural-language losses: an LLM evaluates a variable, and its evaluation is the loss to backpropagate."""
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 from localgrad.autograd.function import Module
 from localgrad.autograd.llm_ops import FormattedLLMCall, LLMCall, as_system_prompt

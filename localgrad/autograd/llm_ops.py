@@ -1,7 +1,7 @@
 """LLM calls as graph operations: forward sends one batch for all inputs; backward asks for feedback."""
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 from localgrad.autograd.function import BackwardStep, Function, GradientTask
 from localgrad.backends.base import ContentPart, ImageContent, Request
@@ -114,13 +114,24 @@ class LLMCall(Function):
         response_role_description: str = DEFAULT_OUTPUT_ROLE,
     ) -> Union[Variable, list[Variable]]:
         """The response to one input, or a list of responses (one batch) to a list of inputs."""
-        single = isinstance(input_variable, Variable)
-        inputs = [input_variable] if single else list(input_variable)
-        for v in inputs:
-            if not isinstance(v, Variable):
-                raise InvalidInputError(f"LLMCall takes Variables, got {type(v).__name__}.")
-        calls = [(content_parts([v]), [v]) for v in inputs]
-        outputs = self.call_batch(calls, response_role_description)
+        return self.map_batch(input_variable, isinstance(input_variable, Variable), self._single_input, response_role_description)
+
+    @staticmethod
+    def _single_input(v: Variable) -> tuple[Union[str, tuple[ContentPart, ...]], list[Variable]]:
+        if not isinstance(v, Variable):
+            raise InvalidInputError(f"LLMCall takes Variables, got {type(v).__name__}.")
+        return content_parts([v]), [v]
+
+    def map_batch(
+        self,
+        inputs: Any,
+        single: bool,
+        build: Callable[[Any], tuple[Union[str, tuple[ContentPart, ...]], list[Variable]]],
+        response_role: str,
+    ) -> Union[Variable, list[Variable]]:
+        """Build one call per input (all of `inputs`, or `inputs` itself when `single`), run them as one batch."""
+        batch = [inputs] if single else list(inputs)
+        outputs = self.call_batch([build(x) for x in batch], response_role)
         return outputs[0] if single else outputs
 
     def call_batch(
@@ -170,11 +181,7 @@ class FormattedLLMCall(LLMCall):
         response_role_description: str = DEFAULT_OUTPUT_ROLE,
     ) -> Union[Variable, list[Variable]]:
         """The response for one mapping of field names to Variables, or a batch for a list of mappings."""
-        single = isinstance(inputs, dict)
-        batch = [inputs] if single else list(inputs)
-        calls = [self._fill(mapping) for mapping in batch]
-        outputs = self.call_batch(calls, response_role_description)
-        return outputs[0] if single else outputs
+        return self.map_batch(inputs, isinstance(inputs, dict), self._fill, response_role_description)
 
     def _fill(self, mapping: dict[str, Variable]) -> tuple[Union[str, tuple[ContentPart, ...]], list[Variable]]:
         if not isinstance(mapping, dict) or set(mapping) != set(self.fields):

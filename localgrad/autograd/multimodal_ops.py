@@ -56,18 +56,15 @@ class MultimodalLLMCall(LLMCall):
                 "or a list of such lists."
             )
         single = isinstance(inputs[0], Variable)
-        batch = [list(inputs)] if single else [list(x) if isinstance(x, (list, tuple)) else x for x in inputs]
-        calls = [self._call(variables) for variables in batch]
-        outputs = self.call_batch(calls, response_role_description)
-        return outputs[0] if single else outputs
+        return self.map_batch(inputs, single, self._call, response_role_description)
 
     def _call(self, variables: Sequence[Variable]) -> tuple[Content, list[Variable]]:
-        if not isinstance(variables, list) or not variables:
+        if not isinstance(variables, (list, tuple)) or not variables:
             raise InvalidInputError("Each multimodal input must be a non-empty list of Variables.")
         for v in variables:
             if not isinstance(v, Variable):
                 raise InvalidInputError(f"MultimodalLLMCall takes Variables, got {type(v).__name__}.")
-        return content_parts(_pieces(variables)), variables
+        return content_parts(_pieces(variables)), list(variables)
 
 
 class OrderedFieldsMultimodalLLMCall(MultimodalLLMCall):
@@ -91,11 +88,7 @@ class OrderedFieldsMultimodalLLMCall(MultimodalLLMCall):
         response_role_description: str = DEFAULT_OUTPUT_ROLE,
     ) -> Union[Variable, list[Variable]]:
         """The response for one mapping of field names to Variables, or a batch for a list of mappings."""
-        single = isinstance(inputs, dict)
-        batch = [inputs] if single else list(inputs)
-        calls = [self._fields(mapping) for mapping in batch]
-        outputs = self.call_batch(calls, response_role_description)
-        return outputs[0] if single else outputs
+        return self.map_batch(inputs, isinstance(inputs, dict), self._fields, response_role_description)
 
     def _fields(self, mapping: dict[str, Variable]) -> tuple[Content, list[Variable]]:
         if not isinstance(mapping, dict) or set(mapping) != set(self.fields):

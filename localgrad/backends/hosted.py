@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from localgrad.backends.base import Backend, Completion, ImageContent, Request
-from localgrad.backends.openai_compatible import openai_chat_messages, parse_chat_response
+from localgrad.backends.openai_compatible import openai_chat_fields, parse_chat_response
 from localgrad.errors import (
     BackendError,
     BackendResponseError,
@@ -61,30 +61,21 @@ class HostedOptions:
 
 # --- translation: OpenAI -------------------------------------------------------------------------
 
-def _json_schema_format(request: Request) -> dict[str, Any] | None:
+def _with_response_format(kwargs: dict[str, Any], request: Request) -> dict[str, Any]:
+    """Add a json_schema `response_format` when the request carries a JSON constraint."""
     constraint = request.constraint
-    if constraint is None or constraint.json_schema is None:
-        return None
-    return {"type": "json_schema", "json_schema": {"name": "output", "schema": json.loads(constraint.json_schema)}}
+    if constraint is not None and constraint.json_schema is not None:
+        kwargs["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "output", "schema": json.loads(constraint.json_schema)},
+        }
+    return kwargs
 
 
 def openai_request_kwargs(request: Request, model: str) -> dict[str, Any]:
     """Keyword arguments for `client.chat.completions.create`. A JSON constraint becomes a json_schema
     `response_format`; a regex constraint cannot be expressed and is left out."""
-    s = request.sampling
-    kwargs: dict[str, Any] = {
-        "model": model,
-        "messages": openai_chat_messages(request),
-        "temperature": s.temperature,
-        "top_p": s.top_p,
-        "max_completion_tokens": s.max_tokens,
-    }
-    if s.seed is not None:
-        kwargs["seed"] = s.seed
-    response_format = _json_schema_format(request)
-    if response_format is not None:
-        kwargs["response_format"] = response_format
-    return kwargs
+    return _with_response_format(openai_chat_fields(request, model, "max_completion_tokens"), request)
 
 
 def completion_from_openai(data: dict[str, Any], latency_s: float = 0.0) -> Completion:
@@ -165,20 +156,7 @@ def completion_from_anthropic(data: dict[str, Any], latency_s: float = 0.0) -> C
 
 def litellm_request_kwargs(request: Request, model: str) -> dict[str, Any]:
     """Keyword arguments for `litellm.completion` (OpenAI's format; LiteLLM converts per provider)."""
-    s = request.sampling
-    kwargs: dict[str, Any] = {
-        "model": model,
-        "messages": openai_chat_messages(request),
-        "temperature": s.temperature,
-        "top_p": s.top_p,
-        "max_tokens": s.max_tokens,
-    }
-    if s.seed is not None:
-        kwargs["seed"] = s.seed
-    response_format = _json_schema_format(request)
-    if response_format is not None:
-        kwargs["response_format"] = response_format
-    return kwargs
+    return _with_response_format(openai_chat_fields(request, model), request)
 
 
 completion_from_litellm = completion_from_openai

@@ -174,18 +174,24 @@ def constraint_fields(constraint: Constraint | None, mode: str) -> dict[str, Any
     raise InvalidInputError(f"Unknown structured_output mode {mode!r}; use one of {STRUCTURED_OUTPUT_MODES}.")
 
 
-def chat_body(request: Request, model: str, mode: str, extra_body: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The JSON body of `/chat/completions` for one request."""
+def openai_chat_fields(request: Request, model: str, max_tokens_key: str = "max_tokens") -> dict[str, Any]:
+    """Model, messages and sampling settings in OpenAI's chat format (the token cap under `max_tokens_key`)."""
     sampling = request.sampling
-    body: dict[str, Any] = {
+    fields: dict[str, Any] = {
         "model": model,
         "messages": openai_chat_messages(request),
         "temperature": sampling.temperature,
-        "max_tokens": sampling.max_tokens,
         "top_p": sampling.top_p,
+        max_tokens_key: sampling.max_tokens,
     }
     if sampling.seed is not None:
-        body["seed"] = sampling.seed
+        fields["seed"] = sampling.seed
+    return fields
+
+
+def chat_body(request: Request, model: str, mode: str, extra_body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON body of `/chat/completions` for one request."""
+    body = openai_chat_fields(request, model)
     body.update(extra_body or {})
     body.update(constraint_fields(request.constraint, mode))
     return body

@@ -82,7 +82,6 @@ class TransformersBackend(Backend):
     constraint_kinds = ("regex", "json_schema")
 
     def __init__(self, model: str, gguf_file: Optional[str] = None, **options: Any):
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.options = TransformersOptions(**options)
@@ -97,6 +96,12 @@ class TransformersBackend(Backend):
             self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **load).to(self.device).eval()
         except (OSError, ValueError) as exc:
             raise EngineConfigError(f"Could not load the model at {path}{'#' + gguf if gguf else ''}: {exc}") from exc
+        self._ready_for_batches()
+
+    def _ready_for_batches(self) -> None:
+        """Left padding, a pad token, the constraint cache and the generate-call counter, once the model is loaded."""
+        import torch
+
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token

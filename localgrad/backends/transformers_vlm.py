@@ -13,7 +13,6 @@ import io
 from typing import Any, Union
 
 from localgrad.backends.base import ContentPart, ImageContent, Request
-from localgrad.backends.guided import AutomatonCache
 from localgrad.backends.transformers import (
     TransformersBackend,
     TransformersOptions,
@@ -42,7 +41,6 @@ class TransformersVLMBackend(TransformersBackend):
     constraint_kinds = ("regex", "json_schema")
 
     def __init__(self, model: str, **options: Any):
-        import torch
         from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
         self.options = TransformersOptions(**options)
@@ -85,12 +83,7 @@ class TransformersVLMBackend(TransformersBackend):
         except (OSError, ValueError) as exc:
             raise EngineConfigError(f"Could not load the model at {path}: {exc}") from exc
         self.tokenizer = self.processor.tokenizer
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self._torch = torch
-        self._automata = AutomatonCache(self.model, self.tokenizer)
-        self.generate_calls = 0
+        self._ready_for_batches()
 
     def prompt_text(self, request: Request) -> str:
         """The request rendered with the processor's chat template, an image placeholder where each image goes."""
