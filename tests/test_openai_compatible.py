@@ -396,3 +396,43 @@ def test_closed_backend_refuses_work():
     b.close()
     with pytest.raises(BackendError, match="closed"):
         b.generate(Request.chat("hi"))
+
+
+# --- the whole loop through the server -----------------------------------------------------------
+
+def test_optimization_step_through_the_server(server):
+    import localgrad as tg
+
+    engine = get_engine(f"openai-compatible:{server.url}#smollm", max_tokens=48)
+    question = tg.Variable("What is 7 times 6? Answer briefly.", role_description="question", requires_grad=False)
+    answer = tg.BlackboxLLM(engine)(question)
+    answer.set_role_description("short answer to the question")
+    initial = answer.value
+    loss = tg.TextLoss("Check the arithmetic of the answer to 'What is 7 times 6?'. Be brief.", engine=engine)(answer)
+    loss.backward(engine)
+    assert answer.gradients and answer.gradients[0].value.strip()
+    tg.TGD([answer], engine=engine, max_tokens=256).step()
+    assert answer.value.strip() and answer.value != initial
+    assert engine.usage.batches == 4
+
+
+def test_server_killed_during_a_step_leaves_variables_unchanged(tmp_path):
+    import localgrad as tg
+
+    srv = LlamaServer(tmp_path / "doomed-step.log")
+    try:
+        engine = tg.Engine(from_spec(f"{srv.url}#smollm", retries=FAST_RETRIES))
+        params = [tg.Variable(f"Slogan number {i} for a bakery.", role_description="slogan") for i in range(4)]
+        for p in params:
+            p.add_gradient(tg.Variable("Make it much longer and more vivid.", role_description="feedback",
+                                       requires_grad=False))
+        optimizer = tg.TGD(params, engine=engine, max_tokens=400)
+        killer = threading.Timer(1.0, srv.proc.kill)
+        killer.start()
+        with pytest.raises(BackendUnavailableError):
+            optimizer.step()
+        killer.join()
+        assert [p.value for p in params] == [f"Slogan number {i} for a bakery." for i in range(4)]
+        assert optimizer.state_dict()["steps"] == 0
+    finally:
+        srv.stop()

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from localgrad.backends.base import Constraint, ImageContent, Message, Request, SamplingSettings
-from localgrad.backends.constraints import parse_tagged, tagged
+from localgrad.backends.constraints import parse_tagged, tagged, within_budget
 from localgrad.backends.vllm import (
     VLLMOptions,
     from_spec,
@@ -55,7 +55,9 @@ def test_sampling_kwargs():
 
 def test_structured_outputs_dicts():
     constraint = tagged(START, END)
-    assert structured_outputs_kwargs(Request.chat("x", constraint=constraint)) == {"regex": constraint.regex}
+    sent = structured_outputs_kwargs(Request.chat("x", constraint=constraint, sampling=SamplingSettings(max_tokens=256)))
+    assert sent == {"regex": within_budget(constraint, 256).regex}
+    assert sent["regex"].endswith("{0,711}" + END), "the value is capped to fit 256 tokens: 3 * (256 - 19) characters"
     schema = {"type": "object", "properties": {"a": {"type": "string"}}}
     kw = sampling_params_kwargs(Request.chat("x", constraint=Constraint(json_schema=schema)))
     assert kw["structured_outputs"] == {"json": schema}

@@ -101,13 +101,14 @@ class Constraint:
     """The shape a completion must take: a regular expression or a JSON schema.
 
     `grammar` optionally carries the same language as a GBNF grammar, for backends
-    (llama.cpp) that take grammars rather than regexes. Build tag constraints with
-    `localgrad.backends.constraints.tagged`.
+    (llama.cpp) that take grammars rather than regexes. `tags` marks a tag constraint built by
+    `localgrad.backends.constraints.tagged`, so backends can rebuild it within a token budget.
     """
 
     regex: str | None = None
     json_schema: str | None = None
     grammar: str | None = None
+    tags: tuple[str, str] | None = None
 
     def __post_init__(self):
         if (self.regex is None) == (self.json_schema is None):

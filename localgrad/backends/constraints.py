@@ -34,23 +34,27 @@ def _check_tags(start: str, end: str) -> None:
         )
 
 
-def tagged_body_regex(end: str) -> str:
-    """A regex for any text with a non-space character that does not contain `end` (whose first character is unique)."""
+def tagged_body_regex(end: str, max_units: int | None = None) -> str:
+    """A regex for any text with a non-space character that does not contain `end` (whose first character is unique),
+    at most about `max_units` characters long when given."""
     first = _regex_class_char(end[0])
     tail = f"[^{first}{_regex_class_char(end[-1])}]"
     for ch in reversed(end[1:-1]):
         tail = f"(?:[^{first}{_regex_class_char(ch)}]|{re.escape(ch)}{tail})"
     opener = f"{re.escape(end[0])}+{tail}"
-    return f"[ \\t\\r\\n]*(?:[^{first} \\t\\r\\n]|{opener})(?:[^{first}]|{opener})*"
+    repeat = "*" if max_units is None else f"{{0,{max_units}}}"
+    return f"[ \\t\\r\\n]*(?:[^{first} \\t\\r\\n]|{opener})(?:[^{first}]|{opener}){repeat}"
 
 
-def tagged_grammar(start: str, end: str) -> str:
-    """The GBNF grammar of `start`, then any text without `end` that is not blank, then `end`."""
+def tagged_grammar(start: str, end: str, max_units: int | None = None) -> str:
+    """The GBNF grammar of `start`, then any text without `end` that is not blank, then `end`
+    (the text at most about `max_units` characters long when given)."""
     _check_tags(start, end)
     first = _gbnf_class_char(end[0])
+    repeat = "*" if max_units is None else f"{{0,{max_units}}}"
     rules = [
         f"root ::= {_gbnf_literal(start)} body {_gbnf_literal(end)}",
-        "body ::= [ \\t\\r\\n]* (first-unit) unit*",
+        f"body ::= [ \\t\\r\\n]* (first-unit) unit{repeat}",
         f"first-unit ::= [^{first} \\t\\r\\n] | {_gbnf_literal(end[0])}+ x1",
         f"unit ::= [^{first}] | {_gbnf_literal(end[0])}+ x1",
     ]
@@ -67,7 +71,25 @@ def tagged(start: str, end: str) -> Constraint:
     """A constraint forcing output to be exactly `start`, a value that is not blank, then `end`."""
     _check_tags(start, end)
     regex = re.escape(start) + tagged_body_regex(end) + re.escape(end)
-    return Constraint(regex=regex, grammar=tagged_grammar(start, end))
+    return Constraint(regex=regex, grammar=tagged_grammar(start, end), tags=(start, end))
+
+
+CHARS_PER_TOKEN_FLOOR = 3
+
+
+def within_budget(constraint: Constraint | None, max_tokens: int) -> Constraint | None:
+    """A tag constraint rebuilt so its value fits `max_tokens`, for backends that cannot plan a constraint
+    against the token limit (remote servers, vLLM): the value is capped at about 3 characters per token
+    left after the tags, so the closing tag is not cut off. Other constraints come back unchanged."""
+    if constraint is None or constraint.tags is None:
+        return constraint
+    start, end = constraint.tags
+    reserve = (len(start) + len(end)) // 2
+    max_units = CHARS_PER_TOKEN_FLOOR * (max_tokens - reserve)
+    if max_units < 1:
+        return constraint
+    regex = re.escape(start) + tagged_body_regex(end, max_units) + re.escape(end)
+    return Constraint(regex=regex, grammar=tagged_grammar(start, end, max_units), tags=constraint.tags)
 
 
 def _loose_tag(tag: str) -> str:

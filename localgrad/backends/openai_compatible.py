@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from localgrad.backends.base import Backend, Completion, Constraint, ImageContent, Request
+from localgrad.backends.constraints import within_budget
 from localgrad.errors import (
     BackendError,
     BackendResponseError,
@@ -193,7 +194,7 @@ def chat_body(request: Request, model: str, mode: str, extra_body: Mapping[str, 
     """The JSON body of `/chat/completions` for one request."""
     body = openai_chat_fields(request, model)
     body.update(extra_body or {})
-    body.update(constraint_fields(request.constraint, mode))
+    body.update(constraint_fields(within_budget(request.constraint, request.sampling.max_tokens), mode))
     return body
 
 

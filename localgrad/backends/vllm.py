@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from localgrad.backends.base import Backend, Completion, Request
+from localgrad.backends.constraints import within_budget
 from localgrad.backends.openai_compatible import openai_chat_messages
 from localgrad.errors import (
     BackendError,
@@ -94,9 +95,10 @@ def to_chat_messages(request: Request) -> list[dict[str, Any]]:
 def structured_outputs_kwargs(request: Request) -> dict[str, Any] | None:
     """The request's constraint as `StructuredOutputsParams` keyword arguments, or None without one.
 
-    A regex goes as `regex` (vLLM's grammar backends take regexes natively, so the GBNF form is unused).
+    A regex goes as `regex` (vLLM's grammar backends take regexes natively, so the GBNF form is unused);
+    a tag constraint is first capped to fit the request's max_tokens (`constraints.within_budget`).
     """
-    constraint = request.constraint
+    constraint = within_budget(request.constraint, request.sampling.max_tokens)
     if constraint is None:
         return None
     if constraint.json_schema is not None:

@@ -78,6 +78,10 @@ def update_prompt(
     )
 
 
+def _with_max_tokens(request: Request, max_tokens: int) -> Request:
+    return replace(request, sampling=replace(request.sampling, max_tokens=max_tokens))
+
+
 class TextualGradientDescent(Optimizer):
     """TGD: each `step()` sends one batch with an update request per parameter and applies the results.
 
@@ -134,11 +138,17 @@ class TextualGradientDescent(Optimizer):
         memory = self.state["memory"][index][-self.gradient_memory:] if self.gradient_memory else []
         prompt = update_prompt(variable, self.tags, self.constraints, memory, self.in_context_examples, self.include_context)
         budget = self.max_tokens or max(self.engine.sampling.max_tokens, len(variable.value) // 3 + 48)
-        sampling = replace(self.engine.sampling, max_tokens=budget)
-        return Request.chat(prompt, system=self.optimizer_system_prompt, sampling=sampling, constraint=self.constraint)
+        return _with_max_tokens(
+            Request.chat(prompt, system=self.optimizer_system_prompt, sampling=self.engine.sampling, constraint=self.constraint),
+            budget,
+        )
 
     def step(self) -> None:
-        """Rewrite every parameter from its feedback: one batch, all updates applied or none."""
+        """Rewrite every parameter from its feedback: one batch, all updates applied or none.
+
+        An update cut off by the token limit before its closing tag (possible on backends that cannot
+        plan the constraint within the budget, such as remote servers) is asked once more with twice the budget.
+        """
         missing = [f"{i} ({p.role_description!r})" for i, p in enumerate(self.parameters) if not p.gradients]
         if missing:
             raise GraphError(
@@ -147,6 +157,11 @@ class TextualGradientDescent(Optimizer):
             )
         requests = [self._request(i, p) for i, p in enumerate(self.parameters)]
         completions = self.engine.generate_batch(requests)
+        cut = [i for i, c in enumerate(completions) if c.finish_reason == "length" and parse_tagged(c.text, *self.tags) is None]
+        if cut:
+            longer = [_with_max_tokens(requests[i], 2 * requests[i].sampling.max_tokens) for i in cut]
+            for i, completion in zip(cut, self.engine.generate_batch(longer)):
+                completions[i] = completion
         new_values = []
         for i, (p, completion) in enumerate(zip(self.parameters, completions)):
             value = parse_tagged(completion.text, *self.tags)

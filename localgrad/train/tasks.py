@@ -8,7 +8,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from localgrad.autograd.string_based_ops import StringBasedFunction
 from localgrad.errors import InvalidInputError
@@ -52,10 +52,7 @@ CATEGORIES: dict[str, dict[str, str]] = {
     },
 }
 
-NUMBER_WORDS = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen"
-).split()
+NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
 TENS_WORDS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
 WORD_VALUES = {w: i for i, w in enumerate(NUMBER_WORDS)} | TENS_WORDS
 
@@ -132,7 +129,7 @@ def _records(path: Path, text: str) -> list[tuple[str, Any]]:
     return records
 
 
-def load_qa_file(path: Union[str, Path], question_key: str = "question", answer_key: str = "answer") -> list[Example]:
+def load_qa_file(path: str | Path, question_key: str = "question", answer_key: str = "answer") -> list[Example]:
     """Question/answer pairs from a JSON file (a list of objects) or a JSONL file (one object a line)."""
     path = Path(path)
     if not path.is_file():

@@ -14,9 +14,10 @@ import os
 import random
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any
 
 from localgrad.autograd.functional import sum as sum_variables
 from localgrad.engine import Engine, Usage, get_engine
@@ -45,10 +46,10 @@ class TrainerConfig:
     """
 
     batch_size: int = 4
-    steps: Optional[int] = 3
-    epochs: Optional[int] = None
+    steps: int | None = 3
+    epochs: int | None = None
     seed: int = 0
-    eval_batch_size: Optional[int] = 32
+    eval_batch_size: int | None = 32
     initial_prompt: str = P.INITIAL_SYSTEM_PROMPT
     prompt_role: str = P.SYSTEM_PROMPT_ROLE
     revert_on_worse_val: bool = True
@@ -91,7 +92,7 @@ class StepOutcome:
     losses: list[str]
     prompt_feedback: list[str]
     proposed_prompt: str
-    update_error: Optional[str] = None
+    update_error: str | None = None
 
 
 @dataclass
@@ -102,12 +103,12 @@ class _Meter:
     seconds: float = 0.0
     usage: Usage = field(default_factory=Usage)
 
-    def __enter__(self) -> "_Meter":
+    def __enter__(self) -> _Meter:
         self._before = [e.usage.snapshot() for e in self.engines]
         self._started = time.perf_counter()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self._started
         for engine, before in zip(self.engines, self._before):
             diff = engine.usage - before
@@ -196,9 +197,9 @@ class Trainer:
         train_set: Sequence[Example],
         val_set: Sequence[Example],
         test_set: Sequence[Example],
-        engine: Union[Engine, str],
-        backward_engine: Union[Engine, str, None] = None,
-        out_dir: Union[str, Path, None] = None,
+        engine: Engine | str,
+        backward_engine: Engine | str | None = None,
+        out_dir: str | Path | None = None,
         progress: bool = True,
     ):
         if not isinstance(config, TrainerConfig):
@@ -218,7 +219,7 @@ class Trainer:
         self.loss_fn = exact_match_loss()
         self.optimizer = TGD([self.system_prompt], engine=self.backward_engine, constraints=list(config.constraints))
         self.records: list[dict[str, Any]] = []
-        self.initial: Optional[dict[str, Any]] = None
+        self.initial: dict[str, Any] | None = None
 
     @property
     def engines(self) -> list[Engine]:
@@ -249,7 +250,7 @@ class Trainer:
             correct += sum(exact_match(r.value, e.answer) for r, e in zip(responses, part))
         return correct / len(examples)
 
-    def train_step(self, batch: Sequence[Example], timings: Optional[dict[str, _Meter]] = None) -> StepOutcome:
+    def train_step(self, batch: Sequence[Example], timings: dict[str, _Meter] | None = None) -> StepOutcome:
         """One optimization step on a minibatch: forward (one batch), loss, backward (one batch a level), update."""
         meters = timings if timings is not None else {}
         engines = self.engines
@@ -277,7 +278,7 @@ class Trainer:
             update_error=error,
         )
 
-    def fit(self, resume: bool = False, callback: Optional[Callable[[dict[str, Any]], None]] = None) -> dict[str, Any]:
+    def fit(self, resume: bool = False, callback: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Run the configured steps (continuing a checkpoint with `resume=True`) and return the final state.
 
         `callback(record)` runs after each step's checkpoint is written.
@@ -440,4 +441,4 @@ def _differences(saved: Any, current: Any, where: str = "") -> list[str]:
     return []
 
 
-__all__ = ["Trainer", "TrainerConfig", "StepOutcome", "epoch_order", "fingerprint", "plot_scores", "write_json_atomic"]
+__all__ = ["StepOutcome", "Trainer", "TrainerConfig", "epoch_order", "fingerprint", "plot_scores", "write_json_atomic"]
