@@ -162,3 +162,19 @@ def test_engine_refuses_wrong_completion_count():
     x = tg.Variable("x", role_description="x")
     with pytest.raises(tg.LocalgradError, match="returned 1 completions for 2 requests"):
         tg.LLMCall(Engine(backend))([x, x])
+
+
+def test_tgd_asks_a_cut_off_update_again_with_twice_the_budget():
+    class CutOnce(ScriptedBackend):
+        def generate_batch(self, requests):
+            self.batches.append(list(requests))
+            if len(self.batches) == 1:
+                return [Completion("<IMPROVED_VARIABLE>half an ans", finish_reason="length") for _ in requests]
+            return [Completion(f"<IMPROVED_VARIABLE>budget {r.sampling.max_tokens}</IMPROVED_VARIABLE>") for r in requests]
+
+    backend = CutOnce()
+    x = tg.Variable("short", role_description="text")
+    x.add_gradient(tg.Variable("fb", role_description="feedback", requires_grad=False))
+    tg.TGD([x], engine=Engine(backend), max_tokens=50).step()
+    assert [len(b) for b in backend.batches] == [1, 1]
+    assert x.value == "budget 100"
