@@ -170,6 +170,7 @@ def plot_scores(records: list[dict[str, Any]], initial: dict[str, Any], path: Pa
     reverted = [r["step"] for r in records if r["reverted"]]
     if reverted:
         ax.scatter(reverted, [r["val_score"] for r in records if r["reverted"]], marker="x", color="red", zorder=3, label="reverted")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("step")
     ax.set_ylabel("exact-match accuracy")
     ax.set_ylim(-0.05, 1.05)
