@@ -3,13 +3,29 @@
 `import localgrad as tg` gives textgrad's API: Variable, BlackboxLLM, TextLoss, TGD,
 set_backward_engine, get_engine, sum; engines run local models in batches.
 """
-from localgrad.autograd import FormattedLLMCall, LLMCall, StringBasedFunction, aggregate, sum
-from localgrad.autograd import MultimodalLLMCall, OrderedFieldsMultimodalLLMCall
-from localgrad.engine import Engine, get_backward_engine, get_engine, set_backward_engine
+from localgrad.autograd import (
+    FormattedLLMCall,
+    LLMCall,
+    MultimodalLLMCall,
+    OrderedFieldsMultimodalLLMCall,
+    StringBasedFunction,
+    aggregate,
+    sum,
+)
+from localgrad.engine import (
+    Engine,
+    get_backward_engine,
+    get_engine,
+    set_backward_engine,
+)
 from localgrad.errors import LocalgradError
 from localgrad.execution import backward
-from localgrad.loss import MultiChoiceTestTime, MultiFieldEvaluation, TextLoss
-from localgrad.loss import ImageQALoss
+from localgrad.loss import (
+    ImageQALoss,
+    MultiChoiceTestTime,
+    MultiFieldEvaluation,
+    TextLoss,
+)
 from localgrad.model import BlackboxLLM
 from localgrad.optimizer import TGD, TextualGradientDescent
 from localgrad.variable import Variable

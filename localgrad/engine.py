@@ -13,7 +13,13 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence, Union
 
-from localgrad.backends.base import Backend, Completion, ImageContent, Request, SamplingSettings
+from localgrad.backends.base import (
+    Backend,
+    Completion,
+    ImageContent,
+    Request,
+    SamplingSettings,
+)
 from localgrad.cache import CompletionCache
 from localgrad.errors import (
     BackendError,

@@ -75,3 +75,10 @@ class GraphError(LocalgradError):
 
 class CheckpointError(LocalgradError):
     """A checkpoint cannot be written, read or matched to the run that asks for it."""
+
+
+def check_int(name: str, value: Any, low: int, high: int | None = None, error: type[LocalgradError] = InvalidInputError) -> None:
+    """Raise `error` naming `name` and the allowed range unless `value` is an int (not a bool) in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        allowed = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise error(f"{name} must be an int {allowed}, got {value!r}.")

@@ -5,6 +5,7 @@ import importlib.util
 import re
 
 import pytest
+from conftest import ScriptedBackend
 
 import localgrad as tg
 from localgrad.backends.base import Constraint, Request, SamplingSettings
@@ -13,8 +14,6 @@ from localgrad.cache import CompletionCache
 from localgrad.engine import Engine, resolve_engine_name
 from localgrad.errors import EngineConfigError, InvalidInputError
 from localgrad.models import embedded_gguf_path
-
-from conftest import ScriptedBackend
 
 
 @pytest.mark.parametrize("name, expected", [

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from localgrad.backends.base import Completion, Constraint, ImageContent, Message, Request, SamplingSettings
+from localgrad.backends.base import (
+    Completion,
+    Constraint,
+    ImageContent,
+    Message,
+    Request,
+    SamplingSettings,
+)
 from localgrad.backends.constraints import tagged
 from localgrad.backends.hosted import (
     HostedOptions,

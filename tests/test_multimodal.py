@@ -14,7 +14,9 @@ import time
 
 import pytest
 import torch
+from conftest import ScriptedBackend
 from PIL import Image
+from tiny_vlm import FAMILIES, build_tiny_vlm, embedded_tokenizer, vision_tower
 
 import localgrad as tg
 from localgrad.backends.base import ImageContent, Request, SamplingSettings
@@ -27,9 +29,6 @@ from localgrad.errors import (
     UnsupportedRequestError,
 )
 from localgrad.prompts import backward as backward_prompts
-
-from conftest import ScriptedBackend
-from tiny_vlm import FAMILIES, build_tiny_vlm, embedded_tokenizer, vision_tower
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 220)}
 

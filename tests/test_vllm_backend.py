@@ -7,7 +7,13 @@ import os
 
 import pytest
 
-from localgrad.backends.base import Constraint, ImageContent, Message, Request, SamplingSettings
+from localgrad.backends.base import (
+    Constraint,
+    ImageContent,
+    Message,
+    Request,
+    SamplingSettings,
+)
 from localgrad.backends.constraints import parse_tagged, tagged, within_budget
 from localgrad.backends.vllm import (
     VLLMOptions,
@@ -16,7 +22,11 @@ from localgrad.backends.vllm import (
     structured_outputs_kwargs,
     to_chat_messages,
 )
-from localgrad.errors import EngineConfigError, InvalidInputError, MissingDependencyError
+from localgrad.errors import (
+    EngineConfigError,
+    InvalidInputError,
+    MissingDependencyError,
+)
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 START, END = "<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>"

@@ -2,7 +2,10 @@
 from localgrad.autograd.function import BackwardStep, Function, GradientTask, Module
 from localgrad.autograd.functional import aggregate, sum
 from localgrad.autograd.llm_ops import FormattedLLMCall, LLMCall
-from localgrad.autograd.multimodal_ops import MultimodalLLMCall, OrderedFieldsMultimodalLLMCall
+from localgrad.autograd.multimodal_ops import (
+    MultimodalLLMCall,
+    OrderedFieldsMultimodalLLMCall,
+)
 from localgrad.autograd.string_based_ops import StringBasedFunction
 
 __all__ = [

@@ -11,9 +11,8 @@ from localgrad.autograd.llm_ops import DEFAULT_OUTPUT_ROLE, LLMCall, content_par
 from localgrad.backends.base import ContentPart
 from localgrad.engine import Engine
 from localgrad.errors import InvalidInputError, UnsupportedRequestError
-from localgrad.variable import Variable
 from localgrad.prompts import multimodal as PM
-
+from localgrad.variable import Variable
 
 Content = Union[str, tuple[ContentPart, ...]]
 

@@ -3,6 +3,14 @@
 Concrete backends (transformers, llamacpp, vllm, openai_compatible, hosted) are imported only
 when an engine name asks for them, so their optional packages stay optional.
 """
-from localgrad.backends.base import Backend, Completion, Constraint, ImageContent, Message, Request, SamplingSettings
+from localgrad.backends.base import (
+    Backend,
+    Completion,
+    Constraint,
+    ImageContent,
+    Message,
+    Request,
+    SamplingSettings,
+)
 
 __all__ = ["Backend", "Completion", "Constraint", "ImageContent", "Message", "Request", "SamplingSettings"]

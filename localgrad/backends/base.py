@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Sequence, Union
 
-from localgrad.errors import InvalidInputError
+from localgrad.errors import InvalidInputError, check_int
 
 ROLES = ("system", "user", "assistant")
 
@@ -85,8 +85,7 @@ class SamplingSettings:
     def __post_init__(self):
         if not 0.0 <= self.temperature <= 5.0:
             raise InvalidInputError(f"SamplingSettings.temperature must be in [0, 5], got {self.temperature}.")
-        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
-            raise InvalidInputError(f"SamplingSettings.max_tokens must be a positive int, got {self.max_tokens!r}.")
+        check_int("SamplingSettings.max_tokens", self.max_tokens, 1)
         if not 0.0 < self.top_p <= 1.0:
             raise InvalidInputError(f"SamplingSettings.top_p must be in (0, 1], got {self.top_p}.")
 

@@ -28,6 +28,7 @@ from localgrad.errors import (
     LocalgradError,
     MissingDependencyError,
     UnsupportedRequestError,
+    check_int,
 )
 
 ANTHROPIC_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
@@ -51,12 +52,10 @@ class HostedOptions:
     max_retries: int = 2
 
     def __post_init__(self):
-        if not isinstance(self.max_concurrency, int) or isinstance(self.max_concurrency, bool) or self.max_concurrency < 1:
-            raise InvalidInputError(f"max_concurrency must be a positive int, got {self.max_concurrency!r}.")
+        check_int("max_concurrency", self.max_concurrency, 1)
         if not isinstance(self.timeout_s, (int, float)) or isinstance(self.timeout_s, bool) or self.timeout_s <= 0:
             raise InvalidInputError(f"timeout_s must be a positive number of seconds, got {self.timeout_s!r}.")
-        if not isinstance(self.max_retries, int) or isinstance(self.max_retries, bool) or self.max_retries < 0:
-            raise InvalidInputError(f"max_retries must be an int >= 0, got {self.max_retries!r}.")
+        check_int("max_retries", self.max_retries, 0)
 
 
 # --- translation: OpenAI -------------------------------------------------------------------------

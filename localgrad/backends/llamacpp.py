@@ -60,6 +60,7 @@ from localgrad.errors import (
     InvalidInputError,
     MissingDependencyError,
     UnsupportedRequestError,
+    check_int,
 )
 
 logger = logging.getLogger(__name__)
@@ -125,8 +126,7 @@ class LlamaCppOptions:
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise EngineConfigError(f"LlamaCppOptions.{name} must be an int in [{low}, {high}], got {value!r}.")
+    check_int(f"LlamaCppOptions.{name}", value, low, high, EngineConfigError)
 
 
 def from_spec(spec: str, **options: Any) -> "LlamaCppBackend":

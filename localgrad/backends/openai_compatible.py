@@ -19,7 +19,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from localgrad.backends.base import Backend, Completion, Constraint, ImageContent, Request
+from localgrad.backends.base import (
+    Backend,
+    Completion,
+    Constraint,
+    ImageContent,
+    Request,
+)
 from localgrad.backends.constraints import within_budget
 from localgrad.errors import (
     BackendError,
@@ -29,6 +35,7 @@ from localgrad.errors import (
     EngineConfigError,
     InvalidInputError,
     UnsupportedRequestError,
+    check_int,
 )
 
 STRUCTURED_OUTPUT_MODES = ("auto", "vllm", "llamacpp", "response_format", "none")
@@ -66,8 +73,7 @@ class Retries:
     max_backoff_s: float = 8.0
 
     def __post_init__(self):
-        if not isinstance(self.count, int) or isinstance(self.count, bool) or self.count < 0:
-            raise InvalidInputError(f"Retries.count must be an int >= 0, got {self.count!r}.")
+        check_int("Retries.count", self.count, 0)
         for name in ("backoff_s", "max_backoff_s"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
@@ -110,8 +116,7 @@ class OpenAICompatibleOptions:
             raise InvalidInputError(
                 "openai-compatible needs a model name: 'openai-compatible:<base_url>#<model>' or model=..."
             )
-        if not isinstance(self.max_concurrency, int) or isinstance(self.max_concurrency, bool) or self.max_concurrency < 1:
-            raise InvalidInputError(f"max_concurrency must be a positive int, got {self.max_concurrency!r}.")
+        check_int("max_concurrency", self.max_concurrency, 1)
         if not isinstance(self.timeouts, Timeouts):
             raise InvalidInputError(f"timeouts must be a Timeouts, got {type(self.timeouts).__name__}.")
         if not isinstance(self.retries, Retries):

@@ -16,7 +16,12 @@ from typing import Any, Optional
 
 from localgrad.backends.base import Backend, Completion, Request
 from localgrad.backends.guided import AutomatonCache, GuidedLogitsProcessor
-from localgrad.errors import BackendOutOfMemoryError, EngineConfigError, InvalidInputError
+from localgrad.errors import (
+    BackendOutOfMemoryError,
+    EngineConfigError,
+    InvalidInputError,
+    check_int,
+)
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
@@ -33,8 +38,7 @@ class TransformersOptions:
     def __post_init__(self):
         if self.dtype not in DTYPES:
             raise InvalidInputError(f"dtype must be one of {DTYPES}, got {self.dtype!r}.")
-        if not isinstance(self.max_batch_size, int) or self.max_batch_size < 1:
-            raise InvalidInputError(f"max_batch_size must be a positive int, got {self.max_batch_size!r}.")
+        check_int("max_batch_size", self.max_batch_size, 1)
         if self.device is not None and not (self.device == "cpu" or self.device.startswith("cuda")):
             raise InvalidInputError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}.")
 

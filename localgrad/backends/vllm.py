@@ -21,6 +21,7 @@ from localgrad.errors import (
     EngineConfigError,
     InvalidInputError,
     MissingDependencyError,
+    check_int,
 )
 
 _DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
@@ -63,10 +64,8 @@ class VLLMOptions:
         value = self.gpu_memory_utilization
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 < value <= 1.0:
             raise InvalidInputError(f"vllm option gpu_memory_utilization must be in (0, 1], got {value!r}.")
-        if self.max_model_len is not None and (
-            not isinstance(self.max_model_len, int) or isinstance(self.max_model_len, bool) or self.max_model_len < 1
-        ):
-            raise InvalidInputError(f"vllm option max_model_len must be a positive int or None, got {self.max_model_len!r}.")
+        if self.max_model_len is not None:
+            check_int("vllm option max_model_len", self.max_model_len, 1)
         if self.dtype not in _DTYPES:
             raise InvalidInputError(f"vllm option dtype must be one of {_DTYPES}, got {self.dtype!r}.")
         if self.quantization is not None and (not isinstance(self.quantization, str) or not self.quantization):
