@@ -14,6 +14,7 @@ from localgrad.autograd import (
 )
 from localgrad.engine import (
     Engine,
+    EngineLM,
     get_backward_engine,
     get_engine,
     set_backward_engine,
@@ -47,6 +48,7 @@ __all__ = [
     "TGD",
     "TextualGradientDescent",
     "Engine",
+    "EngineLM",
     "get_engine",
     "set_backward_engine",
     "get_backward_engine",

@@ -10,6 +10,7 @@ import importlib
 import importlib.util
 import threading
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence, Union
 
@@ -314,14 +315,18 @@ def _load_factory(prefix: str) -> Callable[..., Backend]:
     return getattr(importlib.import_module(module_name), attr)
 
 
-def get_engine(name: Union[str, Engine], **options: Any) -> Engine:
+def get_engine(name: Union[str, Engine, Any], **options: Any) -> Engine:
     """The engine for a name, built once per process and shared (so a model loads once).
+
+    A textgrad-style engine object (with a `generate` method) is wrapped as it is.
 
     Engine options: cache (bool or directory), max_batch_size, temperature, max_tokens, top_p, seed.
     Everything else goes to the backend (device, dtype, n_ctx, base_url, tensor_parallel_size, ...).
     """
     if isinstance(name, Engine):
         return name
+    if not isinstance(name, str) and callable(getattr(name, "generate", None)):
+        return _adapted_engine(name)
     prefix, spec = resolve_engine_name(name)
     engine_opts = {k: options.pop(k) for k in ENGINE_OPTIONS if k in options}
     key = (prefix, spec, tuple(sorted((k, repr(v)) for k, v in {**options, **engine_opts}.items())))
@@ -336,6 +341,36 @@ def get_engine(name: Union[str, Engine], **options: Any) -> Engine:
 
 
 _BACKEND_INSTANCES: dict[tuple, Backend] = {}
+_ADAPTED: dict[int, Engine] = {}
+
+
+def _adapted_engine(engine_like: Any) -> Engine:
+    """An Engine over a textgrad-style engine object, built once per object."""
+    from localgrad.backends.callable import CallableBackend
+
+    with _ENGINES_LOCK:
+        engine = _ADAPTED.get(id(engine_like))
+        if engine is None or engine.backend.engine_like is not engine_like:  # type: ignore[attr-defined]
+            engine = Engine(CallableBackend(engine_like))
+            _ADAPTED[id(engine_like)] = engine
+        return engine
+
+
+class EngineLM(ABC):
+    """textgrad's engine base class: implement `generate(prompt, system_prompt=None, **kwargs) -> str`.
+
+    Pass an instance wherever localgrad takes an engine; it runs one request at a time.
+    """
+
+    model_string: str = "custom"
+    system_prompt: str | None = None
+
+    @abstractmethod
+    def generate(self, prompt: Any, system_prompt: str | None = None, **kwargs: Any) -> str:
+        """The model's text for one prompt (a str, or a list of str and image bytes)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> str:
+        return self.generate(*args, **kwargs)
 
 
 def _shared_backend(prefix: str, spec: str, options: dict[str, Any]) -> Backend:
@@ -375,6 +410,8 @@ def resolve_engine(engine: Union[str, Engine, None], purpose: str = "this call")
                 "localgrad.set_backward_engine('embedded')."
             )
         return _backward_engine
-    if isinstance(engine, (str, Engine)):
+    if isinstance(engine, (str, Engine)) or callable(getattr(engine, "generate", None)):
         return get_engine(engine)
-    raise InvalidInputError(f"An engine must be an Engine or an engine name, got {type(engine).__name__}.")
+    raise InvalidInputError(
+        f"An engine must be an Engine, an engine name, or an object with a generate() method; got {type(engine).__name__}."
+    )

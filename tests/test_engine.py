@@ -92,3 +92,40 @@ def test_request_and_settings_validate():
         Constraint()
     with pytest.raises(InvalidInputError, match="last message"):
         Request(messages=(Request.chat("x").messages[0].__class__("system", "s"),))
+
+
+def test_a_textgrad_style_engine_object_runs_the_whole_loop():
+    class MyEngine(tg.EngineLM):
+        model_string = "my-model"
+
+        def __init__(self):
+            self.calls = []
+
+        def generate(self, prompt, system_prompt=None, **kwargs):
+            self.calls.append((prompt, system_prompt, kwargs))
+            if system_prompt and "<IMPROVED_VARIABLE>" in system_prompt:
+                return "<IMPROVED_VARIABLE>It takes 1 hour.</IMPROVED_VARIABLE>"
+            return "It takes 1.2 hours."
+
+    mine = MyEngine()
+    tg.set_backward_engine(mine, override=True)
+    answer = tg.BlackboxLLM(mine)(tg.Variable("How long?", role_description="question", requires_grad=False))
+    optimizer = tg.TGD([answer])
+    tg.TextLoss("Judge the answer.")(answer).backward()
+    optimizer.step()
+    assert answer.value == "It takes 1 hour."
+    assert len(mine.calls) == 4 and mine.calls[0][2]["max_tokens"] == 256
+    assert tg.get_engine(mine) is tg.get_engine(mine) and tg.get_engine(mine).model_string == "callable:my-model"
+
+    class NotAnEngine:
+        pass
+
+    with pytest.raises(InvalidInputError, match="generate"):
+        tg.BlackboxLLM(NotAnEngine())
+
+    class ReturnsNone(tg.EngineLM):
+        def generate(self, prompt, system_prompt=None):
+            return None
+
+    with pytest.raises(tg.LocalgradError, match="returned NoneType, not str"):
+        tg.get_engine(ReturnsNone())("hi")
