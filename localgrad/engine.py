@@ -49,6 +49,17 @@ class Usage:
         """A copy of the totals now, to subtract from later totals."""
         return replace(self, batch_sizes=list(self.batch_sizes))
 
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(
+            batches=self.batches + other.batches,
+            requests=self.requests + other.requests,
+            cached=self.cached + other.cached,
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            backend_seconds=self.backend_seconds + other.backend_seconds,
+            batch_sizes=self.batch_sizes + other.batch_sizes,
+        )
+
     def __sub__(self, earlier: "Usage") -> "Usage":
         return Usage(
             batches=self.batches - earlier.batches,

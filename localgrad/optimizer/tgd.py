@@ -157,22 +157,20 @@ class TextualGradientDescent(Optimizer):
             )
         requests = [self._request(i, p) for i, p in enumerate(self.parameters)]
         completions = self.engine.generate_batch(requests)
-        cut = [i for i, c in enumerate(completions) if c.finish_reason == "length" and parse_tagged(c.text, *self.tags) is None]
+        new_values = [parse_tagged(c.text, *self.tags) for c in completions]
+        cut = [i for i, c in enumerate(completions) if new_values[i] is None and c.finish_reason == "length"]
         if cut:
             longer = [_with_max_tokens(requests[i], 2 * requests[i].sampling.max_tokens) for i in cut]
             for i, completion in zip(cut, self.engine.generate_batch(longer)):
-                completions[i] = completion
-        new_values = []
-        for i, (p, completion) in enumerate(zip(self.parameters, completions)):
-            value = parse_tagged(completion.text, *self.tags)
+                completions[i], new_values[i] = completion, parse_tagged(completion.text, *self.tags)
+        for i, (p, value) in enumerate(zip(self.parameters, new_values)):
             if value is None:
                 raise OutputParseError(
                     f"TGD.step {self.state['steps'] + 1}: the optimizer's output for parameter {i} "
                     f"({p.role_description!r}) has no {self.tags[0]}...{self.tags[1]} value; no parameter was changed. "
                     "Use a backend that constrains output (transformers, llamacpp, vllm) or raise max_tokens.",
-                    raw_output=completion.text,
+                    raw_output=completions[i].text,
                 )
-            new_values.append(value)
         for i, (p, value) in enumerate(zip(self.parameters, new_values)):
             if self.gradient_memory:
                 self.state["memory"][i].append({"value": p.value, "feedback": p.get_gradient_text()})

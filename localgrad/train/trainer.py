@@ -111,20 +111,7 @@ class _Meter:
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self._started
         for engine, before in zip(self.engines, self._before):
-            diff = engine.usage - before
-            self.usage = _add(self.usage, diff)
-
-
-def _add(a: Usage, b: Usage) -> Usage:
-    return Usage(
-        batches=a.batches + b.batches,
-        requests=a.requests + b.requests,
-        cached=a.cached + b.cached,
-        prompt_tokens=a.prompt_tokens + b.prompt_tokens,
-        completion_tokens=a.completion_tokens + b.completion_tokens,
-        backend_seconds=a.backend_seconds + b.backend_seconds,
-        batch_sizes=a.batch_sizes + b.batch_sizes,
-    )
+            self.usage = self.usage + (engine.usage - before)
 
 
 def fingerprint(examples: Sequence[Example]) -> str:
@@ -324,9 +311,7 @@ class Trainer:
                 test = self.evaluate(self.test_set) if not reverted else self._last("test_score")
             else:
                 val, test, reverted = previous_val, self._last("test_score"), False
-        usage = Usage()
-        for meter in meters.values():
-            usage = _add(usage, meter.usage)
+        usage = sum((meter.usage for meter in meters.values()), Usage())
         return {
             "step": index + 1,
             "epoch": epoch,
