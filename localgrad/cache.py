@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from localgrad.backends.base import Completion, Request
+from localgrad.request import Completion, Request
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("LOCALGRAD_CACHE_DIR", Path.home() / ".cache" / "localgrad"))
 

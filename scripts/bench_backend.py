@@ -9,7 +9,7 @@ import random
 import time
 
 import localgrad as tg
-from localgrad.backends.base import Request, SamplingSettings
+from localgrad.request import Request, SamplingSettings
 
 TOPICS = "rivers mountains engines gardens lanterns harbors meadows puzzles canvases glaciers compasses falcons".split()
 

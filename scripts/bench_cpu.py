@@ -35,13 +35,13 @@ from bench_vs_textgrad import (
     textgrad_epoch,
 )
 
-from localgrad.backends.base import Request, SamplingSettings
 from localgrad.backends.constraints import tagged
 from localgrad.backends.llamacpp import LlamaCppBackend, LlamaCppOptions
 from localgrad.engine import Engine
 from localgrad.models import embedded_gguf_path
 from localgrad.optimizer.tgd import DEFAULT_TAGS
 from localgrad.prompts import train as P
+from localgrad.request import Request, SamplingSettings
 from localgrad.train.tasks import make_object_counting
 
 MODEL_ALIAS = "smollm"

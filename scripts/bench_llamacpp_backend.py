@@ -14,9 +14,9 @@ import random
 import statistics
 import time
 
-from localgrad.backends.base import Request, SamplingSettings
 from localgrad.backends.llamacpp import LlamaCppBackend, LlamaCppOptions
 from localgrad.models import embedded_gguf_path
+from localgrad.request import Request, SamplingSettings
 
 WORDS = (
     "river mountain quiet engine paper garden lantern orbit signal harbor copper meadow puzzle canvas "

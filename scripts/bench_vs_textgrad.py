@@ -21,10 +21,11 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from localgrad.backends.base import Backend, Request, SamplingSettings
+from localgrad.backends.base import Backend
 from localgrad.backends.constraints import tagged
 from localgrad.optimizer.tgd import DEFAULT_TAGS
 from localgrad.prompts import train as P
+from localgrad.request import Request, SamplingSettings
 from localgrad.train.tasks import Example, exact_match, make_object_counting
 
 

@@ -5,9 +5,10 @@ import re
 
 import pytest
 
-import localgrad.engine as engine_module
-from localgrad.backends.base import Backend, Completion, Request
-from localgrad.engine import Engine
+import localgrad.engine.backward as backward_module
+from localgrad.backends.base import Backend
+from localgrad.engine import Engine, get_engine
+from localgrad.request import Completion, Request
 
 
 class ScriptedBackend(Backend):
@@ -42,13 +43,13 @@ def scripted():
 @pytest.fixture(autouse=True)
 def _no_backward_engine():
     """Each test starts without a global backward engine."""
-    saved = engine_module._backward_engine
-    engine_module._backward_engine = None
+    saved = backward_module._backward_engine
+    backward_module._backward_engine = None
     yield
-    engine_module._backward_engine = saved
+    backward_module._backward_engine = saved
 
 
 @pytest.fixture(scope="session")
 def embedded():
     """The real embedded SmolLM2-135M on the transformers backend, loaded once per test session."""
-    return engine_module.get_engine("embedded:transformers", max_tokens=48)
+    return get_engine("embedded:transformers", max_tokens=48)

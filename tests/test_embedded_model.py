@@ -7,10 +7,10 @@ import re
 import pytest
 
 import localgrad as tg
-from localgrad.backends.base import Constraint, Request, SamplingSettings
 from localgrad.backends.constraints import parse_tagged, tagged
 from localgrad.engine import Engine
 from localgrad.errors import InvalidInputError
+from localgrad.request import Constraint, Request, SamplingSettings
 
 SHIRTS = (
     "If it takes 1 hour to dry 25 shirts under the sun, how long will it take to dry 30 shirts "

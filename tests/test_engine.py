@@ -8,12 +8,12 @@ import pytest
 from conftest import ScriptedBackend
 
 import localgrad as tg
-from localgrad.backends.base import Constraint, Request, SamplingSettings
 from localgrad.backends.constraints import parse_tagged, tagged
 from localgrad.cache import CompletionCache
 from localgrad.engine import Engine, resolve_engine_name
 from localgrad.errors import EngineConfigError, InvalidInputError
 from localgrad.models import embedded_gguf_path
+from localgrad.request import Constraint, Request, SamplingSettings
 
 
 @pytest.mark.parametrize("name, expected", [

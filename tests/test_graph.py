@@ -5,10 +5,10 @@ import pytest
 from conftest import ScriptedBackend
 
 import localgrad as tg
-from localgrad.backends.base import Completion
 from localgrad.engine import Engine
 from localgrad.errors import GraphError, InvalidInputError, OutputParseError
 from localgrad.execution import levels, topological_order
+from localgrad.request import Completion
 
 
 def test_topological_order_puts_predecessors_first(scripted):

@@ -13,14 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from localgrad.backends.base import (
-    Completion,
-    Constraint,
-    ImageContent,
-    Message,
-    Request,
-    SamplingSettings,
-)
 from localgrad.backends.constraints import tagged
 from localgrad.backends.hosted import (
     HostedOptions,
@@ -46,6 +38,14 @@ from localgrad.errors import (
     InvalidInputError,
     MissingDependencyError,
     UnsupportedRequestError,
+)
+from localgrad.request import (
+    Completion,
+    Constraint,
+    ImageContent,
+    Message,
+    Request,
+    SamplingSettings,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hosted"
@@ -194,7 +194,7 @@ def test_option_validation():
         HostedOptions(max_concurrency=0)
     with pytest.raises(InvalidInputError, match="timeout_s"):
         HostedOptions(timeout_s=-1)
-    with pytest.raises(InvalidInputError, match="Unknown openai options"):
+    with pytest.raises(EngineConfigError, match="Unknown openai option"):
         openai_from_spec("gpt-4o", api_key="k", temperature_default=1)
     with pytest.raises(InvalidInputError, match="model name"):
         anthropic_from_spec("", api_key="k")

@@ -8,7 +8,6 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 
-from localgrad.backends.base import Constraint, Request, SamplingSettings  # noqa: E402
 from localgrad.backends.constraints import parse_tagged, tagged  # noqa: E402
 from localgrad.backends.llamacpp import LlamaCppBackend, LlamaCppOptions, from_spec  # noqa: E402
 from localgrad.engine import Engine  # noqa: E402
@@ -19,6 +18,7 @@ from localgrad.errors import (  # noqa: E402
     UnsupportedRequestError,
 )
 from localgrad.models import embedded_gguf_path  # noqa: E402
+from localgrad.request import Constraint, Request, SamplingSettings  # noqa: E402
 
 START, END = "<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>"
 QUESTIONS = [

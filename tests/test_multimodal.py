@@ -19,7 +19,6 @@ from PIL import Image
 from tiny_vlm import FAMILIES, build_tiny_vlm, embedded_tokenizer, vision_tower
 
 import localgrad as tg
-from localgrad.backends.base import ImageContent, Request, SamplingSettings
 from localgrad.backends.constraints import parse_tagged, tagged
 from localgrad.engine import Engine
 from localgrad.errors import (
@@ -29,6 +28,7 @@ from localgrad.errors import (
     UnsupportedRequestError,
 )
 from localgrad.prompts import backward as backward_prompts
+from localgrad.request import ImageContent, Request, SamplingSettings
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 220)}
 

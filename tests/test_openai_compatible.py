@@ -16,7 +16,6 @@ import pytest
 
 pytest.importorskip("llama_cpp.server")
 
-from localgrad.backends.base import Constraint, ImageContent, Request, SamplingSettings  # noqa: E402
 from localgrad.backends.constraints import parse_tagged, tagged  # noqa: E402
 from localgrad.backends.openai_compatible import (  # noqa: E402
     OpenAICompatibleBackend,
@@ -35,6 +34,7 @@ from localgrad.errors import (  # noqa: E402
     UnsupportedRequestError,
 )
 from localgrad.models import embedded_gguf_path  # noqa: E402
+from localgrad.request import Constraint, ImageContent, Request, SamplingSettings  # noqa: E402
 
 START, END = "<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>"
 FAST_RETRIES = Retries(count=2, backoff_s=0.05, max_backoff_s=0.2)
@@ -376,7 +376,7 @@ def test_option_validation():
         from_spec("http://127.0.0.1:1/v1#m", structured_output="magic", check_model=False)
     with pytest.raises(InvalidInputError, match="max_concurrency"):
         from_spec("http://127.0.0.1:1/v1#m", max_concurrency=0, check_model=False)
-    with pytest.raises(InvalidInputError, match="Unknown openai-compatible options"):
+    with pytest.raises(EngineConfigError, match="Unknown openai-compatible option"):
         from_spec("http://127.0.0.1:1/v1#m", check_model=False, structured_output="none", colour="red")
     with pytest.raises(InvalidInputError, match="base URL"):
         from_spec("localhost:8000#m", check_model=False)

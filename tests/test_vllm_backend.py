@@ -7,13 +7,6 @@ import os
 
 import pytest
 
-from localgrad.backends.base import (
-    Constraint,
-    ImageContent,
-    Message,
-    Request,
-    SamplingSettings,
-)
 from localgrad.backends.constraints import parse_tagged, tagged, within_budget
 from localgrad.backends.vllm import (
     VLLMOptions,
@@ -26,6 +19,13 @@ from localgrad.errors import (
     EngineConfigError,
     InvalidInputError,
     MissingDependencyError,
+)
+from localgrad.request import (
+    Constraint,
+    ImageContent,
+    Message,
+    Request,
+    SamplingSettings,
 )
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
@@ -94,7 +94,7 @@ def test_options_validation():
         VLLMOptions(llm_kwargs={"dtype": "half"})
     with pytest.raises(EngineConfigError, match="vllm serve"):
         VLLMOptions(data_parallel_size=2)
-    with pytest.raises(InvalidInputError, match="Unknown vllm options"):
+    with pytest.raises(EngineConfigError, match="Unknown vllm option"):
         from_spec("m", tensor_parallel=2)
 
 

@@ -11,9 +11,10 @@ import os
 import re
 import sys
 
-from localgrad.backends.base import Backend, Completion, Request
+from localgrad.backends.base import Backend
 from localgrad.engine import Engine
 from localgrad.prompts.backward import BACKWARD_SYSTEM_PROMPT
+from localgrad.request import Completion, Request
 from localgrad.train.tasks import CATEGORIES, NUMBER_WORDS, make_object_counting, split
 from localgrad.train.trainer import Trainer, TrainerConfig
 

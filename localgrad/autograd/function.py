@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from localgrad.backends.base import Request
+from localgrad.request import Request
 from localgrad.variable import Variable
 
 

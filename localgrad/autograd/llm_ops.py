@@ -4,10 +4,10 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Sequence, Union
 
 from localgrad.autograd.function import BackwardStep, Function, GradientTask
-from localgrad.backends.base import ContentPart, ImageContent, Request
 from localgrad.engine import Engine, resolve_engine
 from localgrad.errors import InvalidInputError
 from localgrad.prompts import backward as P
+from localgrad.request import ContentPart, ImageContent, Request
 from localgrad.variable import Variable
 
 DEFAULT_OUTPUT_ROLE = "response from the language model"

@@ -8,10 +8,10 @@ from __future__ import annotations
 from typing import Sequence, Union
 
 from localgrad.autograd.llm_ops import DEFAULT_OUTPUT_ROLE, LLMCall, content_parts
-from localgrad.backends.base import ContentPart
 from localgrad.engine import Engine
 from localgrad.errors import InvalidInputError, UnsupportedRequestError
 from localgrad.prompts import multimodal as PM
+from localgrad.request import ContentPart
 from localgrad.variable import Variable
 
 Content = Union[str, tuple[ContentPart, ...]]

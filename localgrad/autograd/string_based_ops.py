@@ -6,10 +6,10 @@ from typing import Any, Callable, Sequence, Union
 
 from localgrad.autograd.function import BackwardStep, Function, GradientTask
 from localgrad.autograd.llm_ops import feedback_prompt, feedback_text, text_of
-from localgrad.backends.base import Request
 from localgrad.engine import Engine
 from localgrad.errors import InvalidInputError
 from localgrad.prompts import backward as P
+from localgrad.request import Request
 from localgrad.variable import Variable
 
 

@@ -3,8 +3,8 @@
 Concrete backends (transformers, llamacpp, vllm, openai_compatible, hosted) are imported only
 when an engine name asks for them, so their optional packages stay optional.
 """
-from localgrad.backends.base import (
-    Backend,
+from localgrad.backends.base import Backend
+from localgrad.request import (
     Completion,
     Constraint,
     ImageContent,

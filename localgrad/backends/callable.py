@@ -6,8 +6,9 @@ import inspect
 import time
 from typing import Any
 
-from localgrad.backends.base import Backend, Completion, Request
+from localgrad.backends.base import Backend
 from localgrad.errors import BackendResponseError, InvalidInputError
+from localgrad.request import Completion, Request
 
 
 class CallableBackend(Backend):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 
-from localgrad.backends.base import Constraint
 from localgrad.errors import InvalidInputError
+from localgrad.request import Constraint
 
 
 def _regex_class_char(ch: str) -> str:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from localgrad.backends.base import Constraint
 from localgrad.errors import InvalidInputError
+from localgrad.request import Constraint
 
 UNREACHABLE = 1 << 30
 

@@ -16,8 +16,9 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from localgrad.backends.base import Backend, Completion, ImageContent, Request
-from localgrad.backends.openai_compatible import openai_chat_fields, parse_chat_response
+from localgrad.backends.base import Backend
+from localgrad.backends.openai_format import openai_chat_fields, parse_chat_response
+from localgrad.backends.options import build_options
 from localgrad.errors import (
     BackendError,
     BackendResponseError,
@@ -30,6 +31,7 @@ from localgrad.errors import (
     UnsupportedRequestError,
     check_int,
 )
+from localgrad.request import Completion, ImageContent, Request
 
 ANTHROPIC_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 _ANTHROPIC_STOP = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
@@ -345,11 +347,7 @@ class LiteLLMBackend(_PooledBackend):
 def _options(kind: str, spec: str, options: dict[str, Any]) -> HostedOptions:
     if not isinstance(spec, str) or not spec.strip():
         raise InvalidInputError(f"The {kind} engine needs a model name: '{kind}:<model>'.")
-    allowed = set(HostedOptions.__dataclass_fields__)
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise InvalidInputError(f"Unknown {kind} options {unknown}; allowed: {sorted(allowed)}.")
-    return HostedOptions(**options)
+    return build_options(HostedOptions, options, kind)
 
 
 def openai_from_spec(spec: str, **options: Any) -> OpenAIBackend:

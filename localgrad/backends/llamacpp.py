@@ -46,13 +46,14 @@ import tempfile
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from localgrad.backends.base import Backend, Completion, Request
+from localgrad.backends.base import Backend
+from localgrad.backends.options import build_options
 from localgrad.errors import (
     BackendError,
     BackendOutOfMemoryError,
@@ -62,6 +63,7 @@ from localgrad.errors import (
     UnsupportedRequestError,
     check_int,
 )
+from localgrad.request import Completion, Request
 
 logger = logging.getLogger(__name__)
 
@@ -110,14 +112,6 @@ class LlamaCppOptions:
             if not isinstance(getattr(self, name), bool):
                 raise EngineConfigError(f"LlamaCppOptions.{name} must be True or False, got {getattr(self, name)!r}.")
 
-    @classmethod
-    def from_kwargs(cls, options: dict[str, Any]) -> "LlamaCppOptions":
-        """Build options from keyword arguments, naming any unknown one and the allowed names."""
-        allowed = [f.name for f in fields(cls)]
-        unknown = sorted(set(options) - set(allowed))
-        if unknown:
-            raise EngineConfigError(f"Unknown llamacpp option(s) {unknown}; allowed: {allowed}.")
-        return cls(**options)
 
     @property
     def threads(self) -> int:
@@ -131,7 +125,7 @@ def _check_int(name: str, value: Any, low: int, high: int) -> None:
 
 def from_spec(spec: str, **options: Any) -> "LlamaCppBackend":
     """The llama.cpp backend for `spec`, a path to a .gguf file; options are LlamaCppOptions fields."""
-    return LlamaCppBackend(spec, LlamaCppOptions.from_kwargs(options))
+    return LlamaCppBackend(spec, build_options(LlamaCppOptions, options, "llamacpp"))
 
 
 # ---------------------------------------------------------------------------------------------

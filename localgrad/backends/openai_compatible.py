@@ -19,14 +19,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from localgrad.backends.base import (
-    Backend,
-    Completion,
-    Constraint,
-    ImageContent,
-    Request,
-)
+from localgrad.backends.base import Backend
 from localgrad.backends.constraints import within_budget
+from localgrad.backends.openai_format import openai_chat_fields, parse_chat_response
+from localgrad.backends.options import build_options
 from localgrad.errors import (
     BackendError,
     BackendResponseError,
@@ -37,6 +33,7 @@ from localgrad.errors import (
     UnsupportedRequestError,
     check_int,
 )
+from localgrad.request import Completion, Constraint, Request
 
 STRUCTURED_OUTPUT_MODES = ("auto", "vllm", "llamacpp", "response_format", "none")
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -140,23 +137,6 @@ def normalize_base_url(url: str) -> str:
     return url if parts.path else url + "/v1"
 
 
-def openai_chat_messages(request: Request) -> list[dict[str, Any]]:
-    """A request's messages in OpenAI's chat format; images become `image_url` parts holding data URLs."""
-    out: list[dict[str, Any]] = []
-    for message in request.messages:
-        if not message.images:
-            out.append({"role": message.role, "content": message.text})
-            continue
-        parts: list[dict[str, Any]] = []
-        for part in message.content:
-            if isinstance(part, ImageContent):
-                parts.append({"type": "image_url", "image_url": {"url": part.data_url()}})
-            elif part:
-                parts.append({"type": "text", "text": part})
-        out.append({"role": message.role, "content": parts})
-    return out
-
-
 def constraint_fields(constraint: Constraint | None, mode: str) -> dict[str, Any]:
     """The request-body fields that carry `constraint` to a server of kind `mode`."""
     if constraint is None or mode == "none":
@@ -180,52 +160,12 @@ def constraint_fields(constraint: Constraint | None, mode: str) -> dict[str, Any
     raise InvalidInputError(f"Unknown structured_output mode {mode!r}; use one of {STRUCTURED_OUTPUT_MODES}.")
 
 
-def openai_chat_fields(request: Request, model: str, max_tokens_key: str = "max_tokens") -> dict[str, Any]:
-    """Model, messages and sampling settings in OpenAI's chat format (the token cap under `max_tokens_key`)."""
-    sampling = request.sampling
-    fields: dict[str, Any] = {
-        "model": model,
-        "messages": openai_chat_messages(request),
-        "temperature": sampling.temperature,
-        "top_p": sampling.top_p,
-        max_tokens_key: sampling.max_tokens,
-    }
-    if sampling.seed is not None:
-        fields["seed"] = sampling.seed
-    return fields
-
-
 def chat_body(request: Request, model: str, mode: str, extra_body: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The JSON body of `/chat/completions` for one request."""
     body = openai_chat_fields(request, model)
     body.update(extra_body or {})
     body.update(constraint_fields(within_budget(request.constraint, request.sampling.max_tokens), mode))
     return body
-
-
-def parse_chat_response(data: Any) -> tuple[str, int, int, str]:
-    """(text, prompt tokens, completion tokens, finish reason) from a chat completion; ValueError if malformed."""
-    if not isinstance(data, dict):
-        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-    choices = data.get("choices")
-    if not isinstance(choices, list) or not choices:
-        raise ValueError("the response has no 'choices'")
-    choice = choices[0]
-    message = choice.get("message") if isinstance(choice, dict) else None
-    if not isinstance(message, dict):
-        raise ValueError("choices[0] has no 'message'")
-    text = message.get("content")
-    if text is None:
-        text = ""
-    if not isinstance(text, str):
-        raise ValueError(f"choices[0].message.content is {type(text).__name__}, not text")
-    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-    return (
-        text,
-        int(usage.get("prompt_tokens") or 0),
-        int(usage.get("completion_tokens") or 0),
-        str(choice.get("finish_reason") or "stop"),
-    )
 
 
 def server_error_message(response: httpx.Response) -> str:
@@ -545,21 +485,13 @@ def from_spec(spec: str = "", **options: Any) -> OpenAICompatibleBackend:
     api_key = options.pop("api_key", None)
     if api_key is None:
         api_key = os.environ.get("OPENAI_API_KEY") or None
-    opts = OpenAICompatibleOptions(
+    options.update(
         base_urls=tuple(base_urls),
         model=model,
         api_key=api_key,
         timeouts=_as_timeouts(options.pop("timeouts", None)),
         retries=_as_retries(options.pop("retries", None)),
-        **_pop_known(options, ("max_concurrency", "structured_output", "check_model", "extra_body", "event_hooks")),
     )
-    if options:
-        raise InvalidInputError(
-            f"Unknown openai-compatible options {sorted(options)}; allowed: base_url, base_urls, model, api_key, "
-            "max_concurrency, timeouts, retries, structured_output, check_model, extra_body, event_hooks."
-        )
+    opts = build_options(OpenAICompatibleOptions, options, "openai-compatible", "base_url is accepted for a single replica.")
     return OpenAICompatibleBackend(opts)
 
-
-def _pop_known(options: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
-    return {name: options.pop(name) for name in names if name in options}

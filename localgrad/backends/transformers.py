@@ -14,14 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from localgrad.backends.base import Backend, Completion, Request
+from localgrad.backends.base import Backend
 from localgrad.backends.guided import AutomatonCache, GuidedLogitsProcessor
+from localgrad.backends.options import build_options
 from localgrad.errors import (
     BackendOutOfMemoryError,
     EngineConfigError,
     InvalidInputError,
     check_int,
 )
+from localgrad.request import Completion, Request
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
@@ -88,7 +90,7 @@ class TransformersBackend(Backend):
     def __init__(self, model: str, gguf_file: Optional[str] = None, **options: Any):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.options = TransformersOptions(**options)
+        self.options = build_options(TransformersOptions, options, "transformers")
         path, gguf = resolve_model_path(model, gguf_file)
         self.name = f"transformers:{path}" + (f"#{gguf}" if gguf else "")
         self.device, dtype = device_and_dtype(self.options)

@@ -12,7 +12,7 @@ import importlib.util
 import io
 from typing import Any, Union
 
-from localgrad.backends.base import ContentPart, ImageContent, Request
+from localgrad.backends.options import build_options
 from localgrad.backends.transformers import (
     TransformersBackend,
     TransformersOptions,
@@ -20,6 +20,7 @@ from localgrad.backends.transformers import (
     resolve_model_path,
 )
 from localgrad.errors import EngineConfigError
+from localgrad.request import ContentPart, ImageContent, Request
 
 
 def from_spec(spec: str, **options: Any) -> "TransformersVLMBackend":
@@ -45,7 +46,7 @@ class TransformersVLMBackend(TransformersBackend):
     def __init__(self, model: str, **options: Any):
         from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
-        self.options = TransformersOptions(**options)
+        self.options = build_options(TransformersOptions, options, "transformers-vlm")
         path, gguf = resolve_model_path(model)
         if gguf is not None:
             raise EngineConfigError(

@@ -12,9 +12,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
-from localgrad.backends.base import Backend, Completion, Request
+from localgrad.backends.base import Backend
 from localgrad.backends.constraints import within_budget
-from localgrad.backends.openai_compatible import openai_chat_messages
+from localgrad.backends.openai_format import openai_chat_messages
+from localgrad.backends.options import build_options
 from localgrad.errors import (
     BackendError,
     BackendOutOfMemoryError,
@@ -23,6 +24,7 @@ from localgrad.errors import (
     MissingDependencyError,
     check_int,
 )
+from localgrad.request import Completion, Request
 
 _DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 _OWN_KEYS = frozenset({
@@ -212,10 +214,4 @@ class VLLMBackend(Backend):
 
 def from_spec(spec: str, **options: Any) -> VLLMBackend:
     """Build the backend for `vllm:<model name or path>` with `VLLMOptions` fields as options."""
-    allowed = set(VLLMOptions.__dataclass_fields__)
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise InvalidInputError(
-            f"Unknown vllm options {unknown}; allowed: {sorted(allowed)}. Pass other vllm.LLM arguments in llm_kwargs={{...}}."
-        )
-    return VLLMBackend(spec, VLLMOptions(**options))
+    return VLLMBackend(spec, build_options(VLLMOptions, options, "vllm", "Pass other vllm.LLM arguments in llm_kwargs={...}."))

@@ -11,11 +11,11 @@ import copy
 from dataclasses import replace
 from typing import Any, Iterable, Optional, Sequence, Union
 
-from localgrad.backends.base import Request
 from localgrad.backends.constraints import parse_tagged, tagged
 from localgrad.engine import Engine, resolve_engine
 from localgrad.errors import GraphError, InvalidInputError, OutputParseError
 from localgrad.prompts import optimizer as P
+from localgrad.request import Request
 from localgrad.variable import Variable
 
 DEFAULT_TAGS = ("<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>")
