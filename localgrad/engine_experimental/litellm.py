@@ -24,3 +24,7 @@ class LiteLLMEngine(NamedEngine):
         **options: Any,
     ):
         super().__init__(model_string, system_prompt, is_multimodal, backend_prefix="litellm", cache=cache, **options)
+
+    def lite_llm_generate(self, content: Any, system_prompt: str | None = None, **kwargs: Any) -> str:
+        """One call (textgrad's helper); it goes through the engine's batched backend."""
+        return self.generate(content, system_prompt, **kwargs)

@@ -24,6 +24,15 @@ class OpenAIEngine(NamedEngine):
         require_key("OPENAI_API_KEY", options, "OpenAI", model_string)
         super().__init__(model_string, system_prompt, is_multimodal, backend_prefix="openai", cache=cache, **options)
 
+    def validate(self) -> None:
+        """Raise unless OPENAI_API_KEY is set (checked when the engine is made, too)."""
+        require_key("OPENAI_API_KEY", {}, "OpenAI", self.model_string)
+
+    def openai_call(self, user_content: Any, system_prompt: str | None, temperature: float = 0.0,
+                    max_tokens: int = 2000, top_p: float = 0.99) -> str:
+        """One chat call (textgrad's helper); it goes through the engine's batched backend."""
+        return self.generate(user_content, system_prompt, temperature=temperature, max_tokens=max_tokens, top_p=top_p)
+
 
 class OpenAICompatibleEngine(NamedEngine):
     """A model on the server an OpenAI client points at, on the batched openai-compatible backend."""

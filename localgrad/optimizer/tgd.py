@@ -8,6 +8,7 @@ shows the raw output. A step applies all updates or none.
 from __future__ import annotations
 
 import copy
+from abc import ABC, abstractmethod
 from dataclasses import replace
 from typing import Any, Iterable, Optional, Sequence, Union
 
@@ -21,8 +22,8 @@ from localgrad.variable import Variable
 DEFAULT_TAGS = ("<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>")
 
 
-class Optimizer:
-    """Holds the parameters; `zero_grad` clears their feedback."""
+class Optimizer(ABC):
+    """Holds the parameters; `zero_grad` clears their feedback and `step` updates them."""
 
     def __init__(self, parameters: Iterable[Variable]):
         params = list(parameters) if parameters is not None else []
@@ -39,6 +40,10 @@ class Optimizer:
         """Forget the feedback on every parameter."""
         for p in self.parameters:
             p.reset_gradients()
+
+    @abstractmethod
+    def step(self) -> None:
+        """Update the parameters from their feedback."""
 
 
 def update_prompt(
