@@ -6,6 +6,7 @@ textgrad's module paths resolve too (`localgrad.engine.openai`, `localgrad.tasks
 """
 import logging
 
+from localgrad import config
 from localgrad.autograd import (
     FormattedLLMCall,
     LLMCall,
@@ -68,4 +69,5 @@ __all__ = [
     "sum",
     "aggregate",
     "LocalgradError",
+    "config",
 ]
