@@ -216,9 +216,9 @@ NEEDS = {needs!r}
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        reason = NEEDS.get(item.nodeid.split("/")[-1])
-        if reason:
-            item.add_marker(pytest.mark.skip(reason="needs what this check does not have: " + reason))
+        name = item.nodeid.split("/")[-1]
+        if name in NEEDS:
+            item.add_marker(pytest.mark.skip(reason=f"{{name}}: needs what this check does not have: {{NEEDS[name]}}"))
 '''
 
 
