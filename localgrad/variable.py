@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import numbers
 import os
+from collections import defaultdict
 from collections.abc import MutableSet
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Union
 
@@ -76,6 +77,7 @@ class Variable:
 
     `predecessors` and `gradients` are ordered sets (insertion order), so the same run always builds
     the same prompts; assigning any iterable to them (textgrad's `v.gradients = set()`) keeps that type.
+    `gradients_context` maps each gradient to the conversation it came from (None when unknown, as in textgrad).
     """
 
     def __init__(
@@ -132,7 +134,7 @@ class Variable:
         self.requires_grad = requires_grad
         self.predecessors = preds
         self.gradients = OrderedSet()
-        self.gradients_context: dict[Variable, Optional[dict[str, str]]] = {}
+        self.gradients_context: dict[Variable, Optional[dict[str, str]]] = defaultdict(type(None))
         self.grad_fn: Optional["BackwardStep"] = None
 
     @property
@@ -221,7 +223,7 @@ class Variable:
     def reset_gradients(self) -> None:
         """Forget all feedback."""
         self.gradients = OrderedSet()
-        self.gradients_context = {}
+        self.gradients_context = defaultdict(type(None))
 
     zero_grad = reset_gradients
 

@@ -331,3 +331,17 @@ def test_textgrad_quickstart_on_the_embedded_model(embedded):
     assert embedded.usage.requests - requests_before == 4, "forward, loss, one feedback, one update"
     optimizer.zero_grad()
     assert len(answer.gradients) == 0
+
+
+def test_gradient_context_reads_like_textgrads(scripted):
+    from localgrad.optimizer.optimizer import get_gradient_and_context_text
+
+    x = tg.Variable("x", role_description="text")
+    plain = tg.Variable("plain feedback", role_description="fb", requires_grad=False)
+    textgrad_style = tg.Variable("feedback with context", role_description="fb", requires_grad=False)
+    x.gradients.add(plain)
+    x.gradients.add(textgrad_style)
+    x.gradients_context[textgrad_style] = {"context": "THE CONVERSATION", "response_desc": "r", "variable_desc": "v"}
+    assert x.gradients_context[plain] is None
+    text = get_gradient_and_context_text(x)
+    assert text.index("plain feedback") < text.index("feedback with context") < text.index("THE CONVERSATION")

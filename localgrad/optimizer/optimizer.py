@@ -15,9 +15,10 @@ def get_gradient_and_context_text(variable: Variable) -> str:
     """A variable's feedback, each piece with the conversation it came from when that is known, in order."""
     pieces = []
     for gradient in variable.gradients:
-        context = variable.gradients_context.get(gradient)
-        if context and context.get("conversation"):
-            pieces.append(P.FEEDBACK_WITH_CONTEXT.format(feedback=gradient.value, context=context["conversation"]))
+        context = variable.gradients_context.get(gradient) or {}
+        conversation = context.get("conversation") or context.get("context")  # localgrad's key, or textgrad's
+        if conversation:
+            pieces.append(P.FEEDBACK_WITH_CONTEXT.format(feedback=gradient.value, context=conversation))
         else:
             pieces.append(gradient.value)
     return "\n".join(pieces)
