@@ -345,3 +345,17 @@ def test_gradient_context_reads_like_textgrads(scripted):
     assert x.gradients_context[plain] is None
     text = get_gradient_and_context_text(x)
     assert text.index("plain feedback") < text.index("feedback with context") < text.index("THE CONVERSATION")
+
+
+def test_textgrad_engines_give_requests_their_default_system_prompt(fake_keys):
+    from localgrad.engine.named import NamedEngine
+    from localgrad.prompts.engines import DEFAULT_SYSTEM_PROMPT
+
+    backend = ScriptedBackend()
+    register_backend("compat-sys", lambda spec, **options: backend)
+    engine = NamedEngine("m", "BE BRIEF", backend_prefix="compat-sys")
+    engine.generate("no system prompt")
+    engine.generate("has one", system_prompt="OWN")
+    assert [r.messages[0].text for b in backend.batches for r in b] == ["BE BRIEF", "OWN"]
+    assert get_engine("ollama-x").system_prompt == DEFAULT_SYSTEM_PROMPT, "textgrad's names behave as in textgrad"
+    assert get_engine("openai-compatible:http://127.0.0.1:9/v1#x").system_prompt is None, "localgrad's names add nothing"

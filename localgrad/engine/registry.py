@@ -160,7 +160,8 @@ def get_engine(engine_name: Union[str, Engine, Any], **options: Any) -> Engine:
 
     An Engine is returned as it is; a textgrad-style engine object (with a `generate` method) is wrapped.
     Engines for hosted APIs and servers are textgrad's classes (ChatOpenAI, ChatAnthropic, LiteLLMEngine,
-    ChatVLLM) and connect on their first call.
+    ChatVLLM) and connect on their first call; under textgrad's names they also give requests without a
+    system prompt textgrad's default one, as textgrad did.
 
     Engine options: cache (bool, directory or diskcache.Cache), max_batch_size, temperature, max_tokens,
     top_p, seed. Everything else goes to the backend (device, dtype, n_ctx, base_url, tensor_parallel_size, ...).
@@ -181,6 +182,8 @@ def get_engine(engine_name: Union[str, Engine, Any], **options: Any) -> Engine:
         if key in _ENGINES:
             return _ENGINES[key]
         if prefix in _ENGINE_CLASSES:
+            if not _is_textgrad_shorthand(engine_name, prefix):  # textgrad's default system prompt only for its names
+                options = {"system_prompt": None, **options}
             engine = _load(_ENGINE_CLASSES[prefix]).from_spec(prefix, spec, **options)
         else:
             engine = Engine(**engine_arguments(prefix, spec, options))
