@@ -359,3 +359,49 @@ def test_textgrad_engines_give_requests_their_default_system_prompt(fake_keys):
     assert [r.messages[0].text for b in backend.batches for r in b] == ["BE BRIEF", "OWN"]
     assert get_engine("ollama-x").system_prompt == DEFAULT_SYSTEM_PROMPT, "textgrad's names behave as in textgrad"
     assert get_engine("openai-compatible:http://127.0.0.1:9/v1#x").system_prompt is None, "localgrad's names add nothing"
+
+
+def test_user_engines_written_on_textgrads_base_classes(tmp_path):
+    import pickle
+
+    from localgrad.engine.base import CachedEngine
+    from localgrad.engine_experimental.base import EngineLM as ExperimentalEngineLM
+    from localgrad.engine_experimental.base import cached
+
+    class Counting(ExperimentalEngineLM):
+        calls = 0
+
+        @cached
+        def _generate_from_single_prompt(self, content, system_prompt=None, **kwargs):
+            Counting.calls += 1
+            return f"answer to {content}"
+
+        def _generate_from_multiple_input(self, content, system_prompt=None, **kwargs):
+            return "multi"
+
+    question = tg.Variable("q", role_description="question", requires_grad=False)
+    engine = Counting("my-model", cache=diskcache.Cache(str(tmp_path / "exp")))
+    out = tg.BlackboxLLM(engine)(question)
+    again = tg.BlackboxLLM(Counting("my-model", cache=diskcache.Cache(str(tmp_path / "exp"))))(question)
+    assert out.value == again.value == "answer to q" and Counting.calls == 1, "the cache key is stable across instances"
+    with pytest.raises(NotImplementedError, match="is_multimodal"):
+        engine.generate(["look", b"\x89PNG\r\n\x1a\n"])
+
+    class Stored(tg.EngineLM, CachedEngine):
+        def __init__(self):
+            super().__init__(cache_path=str(tmp_path / "stored"))
+
+        def generate(self, prompt, system_prompt=None, **kwargs):
+            cached_answer = self._check_cache(prompt)
+            if cached_answer is None:
+                cached_answer = prompt.upper()
+                self._save_cache(prompt, cached_answer)
+            return cached_answer
+
+    stored = Stored()
+    assert stored.generate("hi") == "HI"
+    state = stored.__getstate__()
+    assert "cache" not in state and pickle.loads(pickle.dumps(state))["cache_path"] == str(tmp_path / "stored")
+    clone = Stored.__new__(Stored)
+    clone.__setstate__(state)
+    assert clone._check_cache("hi") == "HI", "the disk cache is reopened after unpickling"
