@@ -30,6 +30,7 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+	$(BIN)/python scripts/textgrad_compat_check.py
 
 clean:
 	rm -rf $(VENV)

@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from localgrad.request import Completion, Request
 
@@ -25,9 +26,13 @@ def cacheable(request: Request) -> bool:
 class CompletionCache:
     """A diskcache-backed store of completions; safe to share between processes."""
 
-    def __init__(self, directory: str | os.PathLike | None = None):
+    def __init__(self, directory: str | os.PathLike | Any | None = None):
+        """`directory`: where to store (default ~/.cache/localgrad), or an open diskcache.Cache to use as is."""
         import diskcache
 
+        if isinstance(directory, diskcache.Cache):  # textgrad's cache=diskcache.Cache(...)
+            self.directory, self._cache = Path(directory.directory), directory
+            return
         self.directory = Path(directory) if directory is not None else DEFAULT_CACHE_DIR
         self._cache = diskcache.Cache(str(self.directory))
 

@@ -16,8 +16,11 @@ class InvalidInputError(LocalgradError, ValueError):
     """A value the user passed cannot be used (wrong type, empty, out of range)."""
 
 
-class EngineConfigError(LocalgradError):
-    """An engine cannot be built: unknown name, missing model file, missing extra or API key."""
+class EngineConfigError(LocalgradError, ValueError):
+    """An engine cannot be built: unknown name, missing model file, missing extra or API key.
+
+    Also a ValueError, which textgrad raised in these cases.
+    """
 
 
 class MissingDependencyError(EngineConfigError, ImportError):
@@ -32,8 +35,11 @@ class MissingDependencyError(EngineConfigError, ImportError):
         self.extra = extra
 
 
-class UnsupportedRequestError(LocalgradError):
-    """A request asks for something its backend cannot do (an image for a text-only model, say)."""
+class UnsupportedRequestError(LocalgradError, ValueError, NotImplementedError):
+    """A request asks for something its backend cannot do (an image for a text-only model, say).
+
+    Also a ValueError and a NotImplementedError, which textgrad raised in these cases.
+    """
 
 
 class BackendError(LocalgradError):
@@ -61,8 +67,11 @@ class BackendResponseError(BackendError):
     """The backend answered, but with something unusable (malformed JSON, an HTTP error, a rejected request)."""
 
 
-class OutputParseError(LocalgradError):
-    """A model's output lacks the format the caller needs (the optimizer's tags, say)."""
+class OutputParseError(LocalgradError, IndexError):
+    """A model's output lacks the format the caller needs (the optimizer's tags, say).
+
+    Also an IndexError, which textgrad raised when an update had no tags.
+    """
 
     def __init__(self, message: str, *, raw_output: str):
         super().__init__(f"{message}\n--- raw model output ---\n{raw_output}\n--- end ---")

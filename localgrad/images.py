@@ -73,7 +73,8 @@ def load_image(value: Any) -> tuple[bytes, str]:
         text = os.fspath(value)
         if is_url(text):
             raise InvalidInputError(
-                f"{text!r} is a URL. localgrad never downloads images; save the file locally and pass its path."
+                f"{text!r} is a URL. localgrad never downloads images (it runs offline, and what a URL serves can "
+                "change between runs); save the file locally and pass its path."
             )
         path = Path(text)
         if not path.is_file():

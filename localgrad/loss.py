@@ -7,7 +7,7 @@ from localgrad.autograd.function import Module
 from localgrad.autograd.llm_ops import FormattedLLMCall, LLMCall, as_system_prompt
 from localgrad.autograd.multimodal_ops import OrderedFieldsMultimodalLLMCall
 from localgrad.engine import Engine, resolve_engine
-from localgrad.errors import InvalidInputError
+from localgrad.errors import InvalidInputError, OutputParseError
 from localgrad.prompts import losses as P
 from localgrad.variable import Variable
 
@@ -122,3 +122,28 @@ class ImageQALoss(Module):
         values = [self.evaluation_instruction, question, image, response]
         role = f"evaluation of the {response.get_role_description()}"
         return self.multimodal_llm_call(dict(zip(self.FIELDS, values)), response_role_description=role)
+
+
+class MultiFieldTokenParsedEvaluation(MultiFieldEvaluation):
+    """MultiFieldEvaluation whose verdict sits between `parse_tags` (e.g. <ACCURACY> 1 </ACCURACY>); read it with `parse_output`."""
+
+    def __init__(
+        self,
+        evaluation_instruction: Union[Variable, str],
+        role_descriptions: Sequence[str],
+        engine: Union[Engine, str, None] = None,
+        system_prompt: Union[Variable, str, None] = None,
+        parse_tags: Sequence[str] = ("<ACCURACY>", "</ACCURACY>"),
+    ):
+        super().__init__(evaluation_instruction, role_descriptions, engine, system_prompt)
+        if len(parse_tags) != 2 or not all(isinstance(t, str) and t for t in parse_tags):
+            raise InvalidInputError("parse_tags must be two non-empty strings: [start_tag, end_tag].")
+        self.parse_tags = list(parse_tags)
+
+    def parse_output(self, response: Variable) -> str:
+        """The text between the parse tags of an evaluation; an OutputParseError (an IndexError) when they are missing."""
+        start, end = self.parse_tags
+        text = str(response.value)
+        if start not in text:
+            raise OutputParseError(f"The evaluation has no {start}...{end} verdict.", raw_output=text)
+        return text.split(start, 1)[1].split(end, 1)[0].strip()

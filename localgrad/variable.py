@@ -3,11 +3,14 @@ whether it should be optimized, the variables it was computed from, and the feed
 """
 from __future__ import annotations
 
+import html
 import numbers
 import os
-from typing import TYPE_CHECKING, Any, Iterable, Optional, Union
+from collections import defaultdict
+from collections.abc import MutableSet
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Union
 
-from localgrad.errors import InvalidInputError
+from localgrad.errors import InvalidInputError, MissingDependencyError
 
 if TYPE_CHECKING:
     from localgrad.autograd.function import BackwardStep
@@ -24,10 +27,57 @@ def _image_like(value: Any) -> bool:
     return isinstance(value, Image.Image)
 
 
+class OrderedSet(MutableSet):
+    """A set that keeps insertion order: textgrad's set operations (add, discard, in, |) on a stable order.
+
+    It also indexes and compares equal to a list in the same order, so code written for either keeps working.
+    """
+
+    def __init__(self, items: Iterable[Any] = ()):
+        self._items: dict[Any, None] = dict.fromkeys(items)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, item: Any) -> None:
+        """Append `item` unless it is already here."""
+        self._items[item] = None
+
+    def discard(self, item: Any) -> None:
+        """Remove `item` if it is here."""
+        self._items.pop(item, None)
+
+    def __getitem__(self, index: Union[int, slice]) -> Any:
+        items = list(self._items)
+        return items[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (list, tuple)):
+            return list(self._items) == list(other)
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"{{{', '.join(map(repr, self._items))}}}" if self._items else "set()"
+
+    @classmethod
+    def _from_iterable(cls, items: Iterable[Any]) -> "OrderedSet":
+        return cls(items)
+
+
 class Variable:
     """A value in the graph: text (or an image) with a role description and feedback ("gradients").
 
-    `predecessors` and `gradients` are ordered lists, so the same run always builds the same prompts.
+    `predecessors` and `gradients` are ordered sets (insertion order), so the same run always builds
+    the same prompts; assigning any iterable to them (textgrad's `v.gradients = set()`) keeps that type.
+    `gradients_context` maps each gradient to the conversation it came from (None when unknown, as in textgrad).
     """
 
     def __init__(
@@ -82,10 +132,28 @@ class Variable:
         self.value: Union[str, bytes] = value
         self.role_description = role_description
         self.requires_grad = requires_grad
-        self.predecessors: list[Variable] = list(dict.fromkeys(preds))
-        self.gradients: list[Variable] = []
-        self.gradients_context: dict[Variable, Optional[dict[str, str]]] = {}
+        self.predecessors = preds
+        self.gradients = OrderedSet()
+        self.gradients_context: dict[Variable, Optional[dict[str, str]]] = defaultdict(type(None))
         self.grad_fn: Optional["BackwardStep"] = None
+
+    @property
+    def gradients(self) -> OrderedSet:
+        """The feedback received, in the order it arrived."""
+        return self._gradients
+
+    @gradients.setter
+    def gradients(self, items: Iterable["Variable"]) -> None:
+        self._gradients = OrderedSet(items)
+
+    @property
+    def predecessors(self) -> OrderedSet:
+        """The variables this one was computed from, in order."""
+        return self._predecessors
+
+    @predecessors.setter
+    def predecessors(self, items: Iterable["Variable"]) -> None:
+        self._predecessors = OrderedSet(items)
 
     @property
     def is_image(self) -> bool:
@@ -144,8 +212,8 @@ class Variable:
         return self.grad_fn
 
     def add_gradient(self, gradient: "Variable", context: Optional[dict[str, str]] = None) -> None:
-        """Append one piece of feedback, with the conversation it came from."""
-        self.gradients.append(gradient)
+        """Add one piece of feedback, with the conversation it came from."""
+        self.gradients.add(gradient)
         self.gradients_context[gradient] = context
 
     def get_gradient_text(self) -> str:
@@ -154,8 +222,8 @@ class Variable:
 
     def reset_gradients(self) -> None:
         """Forget all feedback."""
-        self.gradients = []
-        self.gradients_context = {}
+        self.gradients = OrderedSet()
+        self.gradients_context = defaultdict(type(None))
 
     zero_grad = reset_gradients
 
@@ -164,3 +232,52 @@ class Variable:
         from localgrad.execution import backward
 
         backward([self], engine=engine)
+
+    def generate_graph(self, print_gradients: bool = False) -> Any:
+        """The graph that computed this variable as a `graphviz.Digraph` (role, value excerpt, feedback per node).
+
+        Building it needs the `graphviz` package; rendering it (`.render()`, notebooks) also needs Graphviz's `dot`.
+        Feedback is shown as an excerpt, or whole with `print_gradients=True`.
+        """
+        try:
+            from graphviz import Digraph
+        except ImportError as exc:
+            raise MissingDependencyError("graphviz", "graph", "Variable.generate_graph") from exc
+        from localgrad.execution import topological_order
+
+        graph = Digraph(comment=f"computation graph of {self.role_description}")
+        graph.attr(rankdir="TB", ranksep="0.2", bgcolor="white")
+        for node in topological_order([self]):
+            rows = [("Role", node.role_description), ("Value", _excerpt(str(node), GRAPH_EXCERPT))]
+            if node.grad_fn is not None:
+                rows.append(("Grad fn", node.grad_fn.name))
+            if node.gradients:
+                limit = None if print_gradients else GRAPH_EXCERPT
+                rows += [(f"Feedback {i + 1}", _excerpt(g.value, limit)) for i, g in enumerate(node.gradients)]
+            label = "<br/>".join(f"<b>{html.escape(k)}:</b> {_wrap(v)}" for k, v in rows)
+            graph.node(str(id(node)), label=f"<{label}>", shape="box", style="filled", fillcolor="aliceblue",
+                       fontname="Helvetica", fontsize="9")
+            for predecessor in node.predecessors:
+                graph.edge(str(id(predecessor)), str(id(node)))
+        return graph
+
+
+GRAPH_EXCERPT = 160
+
+
+def _excerpt(text: str, limit: Optional[int]) -> str:
+    text = " ".join(str(text).split())
+    return text if limit is None or len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _wrap(text: str, width: int = 48) -> str:
+    """HTML-escaped text broken into lines of about `width` characters, for graphviz HTML labels."""
+    lines, line = [], ""
+    for word in text.split(" "):
+        if line and len(line) + len(word) + 1 > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    lines.append(line)
+    return "<br/>".join(html.escape(chunk) for chunk in lines)

@@ -43,10 +43,10 @@ def scripted():
 @pytest.fixture(autouse=True)
 def _no_backward_engine():
     """Each test starts without a global backward engine."""
-    saved = backward_module._backward_engine
-    backward_module._backward_engine = None
+    holder = backward_module.SingletonBackwardEngine()
+    saved, holder.engine = holder.engine, None
     yield
-    backward_module._backward_engine = saved
+    holder.engine = saved
 
 
 @pytest.fixture(scope="session")

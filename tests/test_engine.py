@@ -115,7 +115,7 @@ def test_a_textgrad_style_engine_object_runs_the_whole_loop():
     optimizer.step()
     assert answer.value == "It takes 1 hour."
     assert len(mine.calls) == 4 and mine.calls[0][2]["max_tokens"] == 256
-    assert tg.get_engine(mine) is tg.get_engine(mine) and tg.get_engine(mine).model_string == "callable:my-model"
+    assert tg.get_engine(mine) is tg.get_engine(mine) and tg.get_engine(mine).model_string == "my-model"
 
     class NotAnEngine:
         pass

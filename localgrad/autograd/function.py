@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from localgrad.request import Request
 from localgrad.variable import Variable
@@ -55,12 +55,45 @@ class Function(ABC):
         """Compute the output Variable(s) and attach their backward steps."""
 
 
+class BackwardContext(BackwardStep):
+    """textgrad's grad_fn for Functions users write themselves: `backward_fn(*args, **kwargs, backward_engine=engine)`.
+
+    The function adds feedback to the inputs itself (one call at a time); localgrad's own operations
+    return their feedback requests instead, so each level of the graph runs as one batch.
+    """
+
+    def __init__(self, backward_fn: Callable[..., Any], *args: Any, **kwargs: Any):
+        self.backward_fn = backward_fn
+        self.fn_name = f"{backward_fn.__module__}.{backward_fn.__qualname__}"
+        self.args = args
+        self.kwargs = kwargs
+
+    def __call__(self, backward_engine: Any) -> Any:
+        return self.backward_fn(*self.args, **self.kwargs, backward_engine=backward_engine)
+
+    def tasks(self, output: Variable, objective: bool, engine: Any) -> list[GradientTask]:
+        self(engine)
+        return []
+
+    @property
+    def name(self) -> str:
+        return self.fn_name
+
+    def __repr__(self) -> str:
+        return self.fn_name
+
+
 class Module(Function):
     """A reusable component with trainable parameters (textgrad's Module)."""
 
     def parameters(self) -> list[Variable]:
         """The variables an optimizer may change."""
         return []
+
+    def named_parameters(self) -> Iterator[tuple[str, Variable]]:
+        """(role description, parameter) pairs, as textgrad's Module gives them."""
+        for p in self.parameters():
+            yield p.get_role_description(), p
 
     def zero_grad(self) -> None:
         """Forget the feedback on every parameter."""

@@ -54,3 +54,19 @@ def sum(variables: Sequence[Variable]) -> Variable:  # noqa: A001 - textgrad's n
 def aggregate(variables: Sequence[Variable]) -> Variable:
     """Like `sum`, with each part on its own numbered block, for feedback that compares the parts."""
     return _join(variables, "a numbered collection of evaluations", "\n\n")
+
+
+def llm_call(input_variable: Variable, engine: Any, response_role_description: str | None = None,
+             system_prompt: Variable | None = None) -> Variable:
+    """textgrad's functional LLM call: `LLMCall(engine, system_prompt)(input_variable, response_role_description)`."""
+    from localgrad.autograd.llm_ops import DEFAULT_OUTPUT_ROLE, LLMCall
+
+    return LLMCall(engine, system_prompt)(input_variable, response_role_description or DEFAULT_OUTPUT_ROLE)
+
+
+def formatted_llm_call(inputs: dict[str, Variable], response_role_description: str, engine: Any, format_string: str,
+                       fields: Any, system_prompt: Variable | None = None) -> Variable:
+    """textgrad's functional formatted call: `FormattedLLMCall(engine, format_string, fields, system_prompt)(inputs, ...)`."""
+    from localgrad.autograd.llm_ops import FormattedLLMCall
+
+    return FormattedLLMCall(engine, format_string, fields, system_prompt)(inputs, response_role_description)

@@ -1,12 +1,14 @@
 """LLM calls as graph operations: forward sends one batch for all inputs; backward asks for feedback."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable, Optional, Sequence, Union
 
 from localgrad.autograd.function import BackwardStep, Function, GradientTask
 from localgrad.engine import Engine, resolve_engine
 from localgrad.errors import InvalidInputError
 from localgrad.prompts import backward as P
+from localgrad.prompts import in_context as PI
 from localgrad.request import ContentPart, ImageContent, Request
 from localgrad.variable import Variable
 
@@ -197,3 +199,48 @@ class FormattedLLMCall(LLMCall):
             pieces.append(mapping[chunk] if i % 2 == 1 else chunk)
         return content_parts(pieces), [mapping[f] for f in self.fields]
 
+
+
+class InContextLLMBackward(LLMBackward):
+    """LLMBackward whose feedback requests also show examples of good outputs."""
+
+    def __init__(self, system_prompt: Optional[str], user_content: Union[str, tuple[ContentPart, ...]],
+                 inputs: list[Variable], examples: Sequence[str]):
+        super().__init__(system_prompt, user_content, inputs)
+        self.examples = list(examples)
+
+    def tasks(self, output: Variable, objective: bool, engine: Engine) -> list[GradientTask]:
+        tasks = super().tasks(output, objective, engine)
+        if not self.examples:
+            return tasks
+        block = PI.EXAMPLES_BLOCK.format(examples="\n".join(PI.EXAMPLE_LINE.format(example=e) for e in self.examples))
+        for task in tasks:
+            last = task.request.messages[-1]
+            content = last.content + block if isinstance(last.content, str) else (*last.content, block)
+            task.request = replace(task.request, messages=(*task.request.messages[:-1], replace(last, content=content)))
+        return tasks
+
+
+class LLMCall_with_in_context_examples(LLMCall):  # noqa: N801 - textgrad's name
+    """textgrad's planning call: the response is the text inside <FINAL>...</FINAL> (all of it when the tags are
+    missing), its feedback requests show `in_context_examples`, and it returns None when the answer says the
+    plan needs no improvement (textgrad's stopping signal)."""
+
+    def forward(
+        self,
+        input_variable: Variable,
+        response_role_description: str = DEFAULT_OUTPUT_ROLE,
+        in_context_examples: Optional[Sequence[str]] = None,
+    ) -> Optional[Variable]:
+        """The final part of the response to one input, or None when no improvement is needed."""
+        output = super().forward(input_variable, response_role_description)
+        start, end = PI.FINAL_TAGS
+        text = output.value
+        if start in text:
+            text = text.split(start, 1)[1].split(end, 1)[0].strip()
+        if PI.NO_IMPROVEMENT_NEEDED in text:
+            return None
+        output.value = text
+        step = output.grad_fn
+        output.set_grad_fn(InContextLLMBackward(step.system_prompt, step.user_content, step.inputs, in_context_examples or []))
+        return output

@@ -9,10 +9,11 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence, Union
+from typing import Any, Callable, Sequence, Union
 
 from localgrad.backends.base import Backend
 from localgrad.cache import CompletionCache
+from localgrad.engine.base import EngineLM
 from localgrad.errors import (
     BackendError,
     BackendOutOfMemoryError,
@@ -78,26 +79,34 @@ class Usage:
         return self.completion_tokens / self.backend_seconds if self.backend_seconds else 0.0
 
 
-class Engine:
+class Engine(EngineLM):
     """A backend with an optional cache, default sampling settings and usage accounting.
 
+    `backend` is a Backend, or a function that builds one on first use (engines for servers connect
+    on their first call, as textgrad's did); such an engine needs `model_string`.
     `max_batch_size` caps how many requests go to the backend in one call (1 runs them one by one,
     the reference order for checking that batching changes nothing).
+    `model_string` is the model's name (default: the backend's name).
     """
 
     def __init__(
         self,
-        backend: Backend,
+        backend: Union[Backend, Callable[[], Backend]],
         *,
         sampling: SamplingSettings | None = None,
-        cache: Union[bool, str, CompletionCache, None] = None,
+        cache: Any = None,
         max_batch_size: int | None = None,
+        model_string: str | None = None,
     ):
-        if not isinstance(backend, Backend):
-            raise InvalidInputError(f"Engine needs a localgrad Backend, got {type(backend).__name__}.")
+        if not isinstance(backend, Backend) and not callable(backend):
+            raise InvalidInputError(f"Engine needs a localgrad Backend or a function building one, got {type(backend).__name__}.")
+        if not isinstance(backend, Backend) and not model_string:
+            raise InvalidInputError("An Engine whose backend is built on first use needs model_string=<the model's name>.")
         if max_batch_size is not None and max_batch_size < 1:
             raise InvalidInputError(f"max_batch_size must be a positive int or None, got {max_batch_size}.")
-        self.backend = backend
+        self._backend = backend if isinstance(backend, Backend) else None
+        self._build_backend = None if isinstance(backend, Backend) else backend
+        self.model_string = model_string or backend.name  # type: ignore[union-attr]
         self.sampling = sampling or SamplingSettings()
         self.cache = _make_cache(cache)
         self.max_batch_size = max_batch_size
@@ -105,12 +114,19 @@ class Engine:
         self._lock = threading.Lock()
 
     @property
-    def model_string(self) -> str:
-        """The backend's name (textgrad calls this `model_string`)."""
-        return self.backend.name
+    def backend(self) -> Backend:
+        """The backend, built on first use when the engine was given a function that builds it."""
+        if self._backend is None:
+            with self._lock:
+                if self._backend is None:
+                    backend = self._build_backend()  # type: ignore[misc]
+                    if not isinstance(backend, Backend):
+                        raise InvalidInputError(f"The backend function returned {type(backend).__name__}, not a Backend.")
+                    self._backend = backend
+        return self._backend
 
     def __repr__(self) -> str:
-        return f"Engine({self.backend.name!r})"
+        return f"{type(self).__name__}({self.model_string!r})"
 
     def generate_batch(self, requests: Sequence[Request]) -> list[Completion]:
         """Answer every request, in order: cached ones from the cache, the rest in backend batches."""
@@ -168,8 +184,12 @@ class Engine:
             self.usage = Usage()
 
     def close(self) -> None:
-        """Release the backend and the cache."""
-        self.backend.close()
+        """Release the backend and the cache; `get_engine` builds a new engine for this name afterwards."""
+        from localgrad.engine.registry import forget_engine
+
+        forget_engine(self)
+        if self._backend is not None:
+            self._backend.close()
         if self.cache:
             self.cache.close()
 
@@ -211,16 +231,21 @@ class Engine:
         return completions
 
 
-def _make_cache(cache: Union[bool, str, CompletionCache, None]) -> CompletionCache | None:
+def _make_cache(cache: Any) -> CompletionCache | None:
+    """A CompletionCache from True (the default directory), a directory, a diskcache.Cache or a CompletionCache."""
+    import diskcache
+
     if cache is None or cache is False:
         return None
     if cache is True:
         return CompletionCache()
     if isinstance(cache, CompletionCache):
         return cache
-    if isinstance(cache, str):
+    if isinstance(cache, (str, diskcache.Cache)):
         return CompletionCache(cache)
-    raise InvalidInputError(f"cache must be a bool, a directory path or a CompletionCache, got {type(cache).__name__}.")
+    raise InvalidInputError(
+        f"cache must be a bool, a directory path, a diskcache.Cache or a CompletionCache, got {type(cache).__name__}."
+    )
 
 
 def _sampling_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:

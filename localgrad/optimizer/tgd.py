@@ -8,6 +8,7 @@ shows the raw output. A step applies all updates or none.
 from __future__ import annotations
 
 import copy
+from abc import ABC, abstractmethod
 from dataclasses import replace
 from typing import Any, Iterable, Optional, Sequence, Union
 
@@ -21,8 +22,8 @@ from localgrad.variable import Variable
 DEFAULT_TAGS = ("<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>")
 
 
-class Optimizer:
-    """Holds the parameters; `zero_grad` clears their feedback."""
+class Optimizer(ABC):
+    """Holds the parameters; `zero_grad` clears their feedback and `step` updates them."""
 
     def __init__(self, parameters: Iterable[Variable]):
         params = list(parameters) if parameters is not None else []
@@ -33,16 +34,16 @@ class Optimizer:
                 raise InvalidInputError(f"Parameter {i} is a {type(p).__name__}, not a Variable.")
             if p.is_image:
                 raise InvalidInputError(f"Parameter {i} is an image; only text variables can be optimized.")
-            if not p.requires_grad:
-                raise InvalidInputError(
-                    f"Parameter {i} ({p.role_description!r}) has requires_grad=False; set it to True to optimize it."
-                )
         self.parameters = params
 
     def zero_grad(self) -> None:
         """Forget the feedback on every parameter."""
         for p in self.parameters:
             p.reset_gradients()
+
+    @abstractmethod
+    def step(self) -> None:
+        """Update the parameters from their feedback."""
 
 
 def update_prompt(
@@ -146,16 +147,17 @@ class TextualGradientDescent(Optimizer):
     def step(self) -> None:
         """Rewrite every parameter from its feedback: one batch, all updates applied or none.
 
+        A parameter that received no feedback (or has requires_grad=False) is left as it is.
         An update cut off by the token limit before its closing tag (possible on backends that cannot
         plan the constraint within the budget, such as remote servers) is asked once more with twice the budget.
         """
-        missing = [f"{i} ({p.role_description!r})" for i, p in enumerate(self.parameters) if not p.gradients]
-        if missing:
+        if not any(p.gradients for p in self.parameters):
             raise GraphError(
-                f"TGD.step: parameter(s) {', '.join(missing)} have no feedback. Call loss.backward() before "
-                "optimizer.step(), and make sure each parameter is used in computing the loss."
+                "TGD.step: no parameter has feedback. Call loss.backward() before optimizer.step(), "
+                "and make sure the parameters are used in computing the loss."
             )
-        requests = [self._request(i, p) for i, p in enumerate(self.parameters)]
+        active = [(i, p) for i, p in enumerate(self.parameters) if p.gradients]
+        requests = [self._request(i, p) for i, p in active]
         completions = self.engine.generate_batch(requests)
         new_values = [parse_tagged(c.text, *self.tags) for c in completions]
         cut = [i for i, c in enumerate(completions) if new_values[i] is None and c.finish_reason == "length"]
@@ -163,15 +165,17 @@ class TextualGradientDescent(Optimizer):
             longer = [_with_max_tokens(requests[i], 2 * requests[i].sampling.max_tokens) for i in cut]
             for i, completion in zip(cut, self.engine.generate_batch(longer)):
                 completions[i], new_values[i] = completion, parse_tagged(completion.text, *self.tags)
-        for i, (p, value) in enumerate(zip(self.parameters, new_values)):
+        for k, ((i, p), value) in enumerate(zip(active, new_values)):
             if value is None:
                 raise OutputParseError(
                     f"TGD.step {self.state['steps'] + 1}: the optimizer's output for parameter {i} "
                     f"({p.role_description!r}) has no {self.tags[0]}...{self.tags[1]} value; no parameter was changed. "
-                    "Use a backend that constrains output (transformers, llamacpp, vllm) or raise max_tokens.",
-                    raw_output=completions[i].text,
+                    "Use a backend that constrains output (transformers, llamacpp, vllm) or raise max_tokens. "
+                    "localgrad never adopts an update it cannot parse, where textgrad kept the text after an "
+                    "unclosed tag: a cut-off value would replace a working one.",
+                    raw_output=completions[k].text,
                 )
-        for i, (p, value) in enumerate(zip(self.parameters, new_values)):
+        for (i, p), value in zip(active, new_values):
             if self.gradient_memory:
                 self.state["memory"][i].append({"value": p.value, "feedback": p.get_gradient_text()})
                 del self.state["memory"][i][:-self.gradient_memory]

@@ -1,0 +1,1 @@
+"""textgrad's `textgrad.utils` path: helpers around images."""
