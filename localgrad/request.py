@@ -4,6 +4,7 @@ and Completion. Plain frozen dataclasses, validated when built, shared by the gr
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any, Sequence, Union
@@ -166,8 +167,8 @@ class Request:
 
         return {
             "messages": [{"role": m.role, "content": content(m.content)} for m in self.messages],
-            "sampling": [self.sampling.temperature, self.sampling.max_tokens, self.sampling.top_p, self.sampling.seed],
-            "constraint": None if self.constraint is None else [self.constraint.regex, self.constraint.json_schema],
+            "sampling": dataclasses.asdict(self.sampling),
+            "constraint": None if self.constraint is None else dataclasses.asdict(self.constraint),
         }
 
 

@@ -6,6 +6,7 @@ It also keeps textgrad's call shape (`engine(prompt, system_prompt=...) -> str`)
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -90,7 +91,7 @@ class Engine:
         backend: Backend,
         *,
         sampling: SamplingSettings | None = None,
-        cache: Union[bool, str, CompletionCache, None] = None,
+        cache: Union[bool, str, os.PathLike, CompletionCache, None] = None,
         max_batch_size: int | None = None,
     ):
         if not isinstance(backend, Backend):
@@ -211,14 +212,14 @@ class Engine:
         return completions
 
 
-def _make_cache(cache: Union[bool, str, CompletionCache, None]) -> CompletionCache | None:
+def _make_cache(cache: Union[bool, str, os.PathLike, CompletionCache, None]) -> CompletionCache | None:
     if cache is None or cache is False:
         return None
     if cache is True:
         return CompletionCache()
     if isinstance(cache, CompletionCache):
         return cache
-    if isinstance(cache, str):
+    if isinstance(cache, (str, os.PathLike)):
         return CompletionCache(cache)
     raise InvalidInputError(f"cache must be a bool, a directory path or a CompletionCache, got {type(cache).__name__}.")
 
