@@ -62,6 +62,8 @@ def backward(roots: Union[Variable, Iterable[Variable]], engine: Union[Engine, s
 
     Each level of the graph is one batch of feedback requests to the engine.
     """
+    if not isinstance(roots, (Variable, list, tuple)):
+        raise InvalidInputError(f"backward takes a Variable or a list of Variables (the losses), got {type(roots).__name__}.")
     roots = [roots] if isinstance(roots, Variable) else list(roots)
     if not roots:
         raise InvalidInputError("backward needs at least one root Variable.")

@@ -14,6 +14,8 @@ _backward_engine: Engine | None = None
 def set_backward_engine(engine: Union[str, Engine], override: bool = False, **options: Any) -> None:
     """Set the engine that backward passes, losses and optimizers use when none is passed."""
     global _backward_engine
+    if not isinstance(override, bool):
+        raise InvalidInputError(f"override must be True or False, got {override!r}.")
     if _backward_engine is not None and not override:
         raise EngineConfigError(
             "A backward engine is already set. Pass override=True to replace it."

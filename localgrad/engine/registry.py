@@ -11,7 +11,7 @@ from typing import Any, Callable, Union
 
 from localgrad.backends.base import Backend
 from localgrad.engine.core import Engine
-from localgrad.errors import EngineConfigError, InvalidInputError
+from localgrad.errors import EngineConfigError, InvalidInputError, check_int
 from localgrad.request import SamplingSettings
 
 _BACKENDS: dict[str, str] = {
@@ -43,6 +43,12 @@ def register_backend(prefix: str, factory: Union[str, Callable[..., Backend]]) -
     if not prefix or ":" in prefix:
         raise InvalidInputError(f"A backend prefix must be a non-empty name without ':', got {prefix!r}.")
     _BACKENDS[prefix] = factory  # type: ignore[assignment]
+
+
+_EMBEDDED_CHOICE = {
+    "llamacpp": "llama-cpp-python is installed; name 'embedded:transformers' for transformers",
+    "transformers": "llama-cpp-python is not installed: pip install 'localgrad[llamacpp]' to run it on llama.cpp",
+}
 
 
 def embedded_backend_name() -> str:
@@ -94,19 +100,30 @@ def get_engine(name: Union[str, Engine, Any], **options: Any) -> Engine:
     Engine options: cache (bool or directory), max_batch_size, temperature, max_tokens, top_p, seed.
     Everything else goes to the backend (device, dtype, n_ctx, base_url, tensor_parallel_size, ...).
     """
-    if isinstance(name, Engine):
-        return name
-    if not isinstance(name, str) and callable(getattr(name, "generate", None)):
-        return _adapted_engine(name)
+    if not isinstance(name, str) and (isinstance(name, Engine) or callable(getattr(name, "generate", None))):
+        if options:
+            raise InvalidInputError(
+                f"Options ({sorted(options)}) apply when an engine is built from a name; this is already an engine."
+            )
+        return name if isinstance(name, Engine) else _adapted_engine(name)
     prefix, spec = resolve_engine_name(name)
     engine_opts = {k: options.pop(k) for k in ENGINE_OPTIONS if k in options}
     key = (prefix, spec, tuple(sorted((k, repr(v)) for k, v in {**options, **engine_opts}.items())))
     with _ENGINES_LOCK:
         if key in _ENGINES:
             return _ENGINES[key]
-        backend = _shared_backend(prefix, spec, options)
-        sampling_opts = {k: engine_opts.pop(k) for k in ("temperature", "max_tokens", "top_p", "seed") if k in engine_opts}
-        engine = Engine(backend, sampling=SamplingSettings(**sampling_opts), **engine_opts)
+        sampling = SamplingSettings(**{k: engine_opts.pop(k) for k in ("temperature", "max_tokens", "top_p", "seed") if k in engine_opts})
+        if engine_opts.get("max_batch_size") is not None:
+            check_int("max_batch_size", engine_opts["max_batch_size"], 1)
+        try:
+            backend = _shared_backend(prefix, spec, options)
+        except EngineConfigError as exc:
+            if name.strip() != "embedded":
+                raise
+            raise EngineConfigError(
+                f"'embedded' runs on {prefix} here ({_EMBEDDED_CHOICE[prefix]}), so only {prefix} options apply. {exc}"
+            ) from exc
+        engine = Engine(backend, sampling=sampling, **engine_opts)
         _ENGINES[key] = engine
         return engine
 
