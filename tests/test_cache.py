@@ -191,3 +191,30 @@ def test_engine_cache_takes_a_path_object(tmp_path):
     assert len(backend_calls) == 1
     with pytest.raises(tg.LocalgradError, match="cache must be"):
         Engine(ScriptedBackend(), cache=3)
+
+
+def test_a_users_diskcache_keeps_plain_text_and_never_unpickles(tmp_path):
+    import diskcache
+
+    directory, marker, victim = tmp_path / "dc", tmp_path / "pwned", tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    users = diskcache.Cache(str(directory))
+    users.set("their own entry", {"a": 1})
+    request, other = Request.chat("2 + 2?"), Request.chat("3 + 3?")
+    users.set(request_key(MODEL, request), CreatesAFileWhenUnpickled(marker))
+    with sqlite3.connect(directory / "cache.db") as db:  # a planted row naming a file outside the cache
+        db.execute(
+            "INSERT INTO Cache (key, raw, store_time, expire_time, access_time, access_count, tag, size, mode, filename, value) "
+            "VALUES (?, 1, 0, NULL, 0, 0, NULL, 7, 2, ?, NULL)",
+            (request_key(MODEL, other), str(victim)),
+        )
+    engine = Engine(ScriptedBackend(lambda r: "computed"), cache=users)
+    assert engine.cache.directory == directory
+    assert [engine.generate_batch([r])[0].text for r in (request, other)] == ["computed", "computed"]
+    assert not marker.exists()
+    again = engine.generate_batch([request, other])
+    assert [c.text for c in again] == ["computed", "computed"] and all(c.cached for c in again)
+    assert isinstance(users.get(request_key(MODEL, request)), str), "stored as plain text"
+    engine.cache.clear()
+    assert victim.read_text() == "keep me" and users.get("their own entry") == {"a": 1}
+    assert engine.cache.get(MODEL, request) is None

@@ -94,7 +94,7 @@ class Engine:
         backend: Backend,
         *,
         sampling: SamplingSettings | None = None,
-        cache: Union[bool, str, os.PathLike, CompletionCache, None] = None,
+        cache: Any = None,
         max_batch_size: int | None = None,
     ):
         if not isinstance(backend, Backend):
@@ -246,16 +246,21 @@ def _check_completions(completions: Any, expected: int, backend: str) -> None:
             )
 
 
-def _make_cache(cache: Union[bool, str, os.PathLike, CompletionCache, None]) -> CompletionCache | None:
+def _make_cache(cache: Any) -> CompletionCache | None:
+    """A CompletionCache from True (the default directory), a directory, a diskcache.Cache or a CompletionCache."""
+    import diskcache
+
     if cache is None or cache is False:
         return None
     if cache is True:
         return CompletionCache()
     if isinstance(cache, CompletionCache):
         return cache
-    if isinstance(cache, (str, os.PathLike)):
+    if isinstance(cache, (str, os.PathLike, diskcache.Cache)):
         return CompletionCache(cache)
-    raise InvalidInputError(f"cache must be a bool, a directory path or a CompletionCache, got {type(cache).__name__}.")
+    raise InvalidInputError(
+        f"cache must be a bool, a directory path, a diskcache.Cache or a CompletionCache, got {type(cache).__name__}."
+    )
 
 
 def _sampling_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
