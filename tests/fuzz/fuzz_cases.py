@@ -605,6 +605,10 @@ def _multimodal(draw):
 
 # ---------------------------------------------------------------- the optimizer
 
+# Rules and examples on one line, without markup, so the prompt can be checked for exactly one line per rule.
+RULES = st.text(st.characters(categories=["L", "N", "Zs"], include_characters="{}\"':.,!?"), min_size=1, max_size=30).filter(
+    lambda s: s.strip()
+)
 TAG_PAIRS = st.sampled_from([("<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>"), ["<A>", "</A>"], ("[NEW]", "[/NEW]"), ("<new>", "</new>")])
 BAD_TAGS = st.one_of(junk_except(list, tuple, str, dict, type(None)), st.just(("<A>",)), st.just(("<A>", "</A>", "<B>")), st.just(("", "</A>")),
                      st.just(("<A>", "</A</")), st.just((1, 2)), st.just("<A></A>"))
@@ -621,12 +625,12 @@ def _tgd(draw):
                        st.one_of(st.just([]), st.none(), junk_except(list, dict, str), st.just(params + params[:1]),
                                  st.just(params + [frozen]), st.lists(JUNK, min_size=1, max_size=2), st.lists(image_var(), min_size=1, max_size=1))),
         "engine": (st.just(e), BAD_ENGINES),
-        "constraints": (st.one_of(st.just(OMIT), st.none(), st.lists(st.one_of(NONBLANK, BRACED), max_size=3), NONBLANK),
+        "constraints": (st.one_of(st.just(OMIT), st.none(), st.lists(st.one_of(RULES, BRACED), max_size=3), RULES),
                         st.one_of(junk_except(list, tuple, str, type(None)), st.lists(junk_except(str), min_size=1, max_size=2))),
         "new_variable_tags": (st.one_of(st.just(OMIT), TAG_PAIRS), BAD_TAGS),
         "optimizer_system_prompt": (st.one_of(st.just(OMIT), NONBLANK, BRACED, st.just("Write between {start_tag} and {end_tag}.")),
                                     junk_except(str)),
-        "in_context_examples": (st.one_of(st.just(OMIT), st.none(), st.lists(st.one_of(NONBLANK, BRACED), max_size=2)),
+        "in_context_examples": (st.one_of(st.just(OMIT), st.none(), st.lists(st.one_of(RULES, BRACED), max_size=2), RULES),
                                 st.one_of(junk_except(list, tuple, str, type(None)), st.lists(junk_except(str), min_size=1, max_size=2))),
         "gradient_memory": (st.one_of(st.just(OMIT), st.integers(0, 3)), st.one_of(st.integers(-3, -1), junk_except(int))),
         "max_tokens": (st.one_of(st.just(OMIT), st.none(), st.integers(1, 4096)), st.one_of(st.integers(-3, 0), junk_except(int, type(None)))),
@@ -646,6 +650,7 @@ def _tgd(draw):
         rules = [constraints] if isinstance(constraints, str) else list(constraints)
         sent = request_of(e).messages[-1].text
         assert all(f"- {rule}" in sent for rule in rules)
+        assert sum(line.startswith("- ") for line in sent.splitlines()) == len(rules)
         assert optimizer.state_dict()["steps"] == 1
     return bad is None, call, check, shown(values, bad)
 
