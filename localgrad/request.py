@@ -149,10 +149,11 @@ class Constraint:
             raise InvalidInputError(
                 f"Constraint.json_schema must be a JSON schema object (a dict, or its JSON text), got {self.json_schema!r:.80}."
             )
-        try:
-            object.__setattr__(self, "json_schema", json.dumps(schema, sort_keys=True))
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"Constraint.json_schema cannot be written as JSON: {exc}") from exc
+        if not isinstance(self.json_schema, str):  # JSON text is kept as written: property order guides generation
+            try:
+                object.__setattr__(self, "json_schema", json.dumps(schema, sort_keys=True))
+            except (TypeError, ValueError) as exc:
+                raise InvalidInputError(f"Constraint.json_schema cannot be written as JSON: {exc}") from exc
 
     @property
     def kind(self) -> str:
