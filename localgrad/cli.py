@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
-from localgrad.errors import LocalgradError
+from localgrad.errors import InvalidInputError, LocalgradError
 
 SHIRT_QUESTION = (
     "If it takes 1 hour to dry 25 shirts under the sun, "
@@ -19,12 +20,44 @@ def _section(title: str, text: str) -> None:
     print(f"\n=== {title} ===\n{text.strip()}", flush=True)
 
 
-def run_demo(engine_name: str, max_tokens: int) -> None:
+def engine_option(text: str) -> tuple[str, Any]:
+    """One --engine-option KEY=VALUE; VALUE is read as JSON (numbers, true/false, null, lists), else taken as text."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, e.g. n_threads=1; got {text!r}")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = {"True": True, "False": False, "None": None}.get(raw.strip(), raw)
+    return key, value
+
+
+def engine_options(pairs: Sequence[tuple[str, Any]], flag: str = "--engine-option") -> dict[str, Any]:
+    """The options of repeated KEY=VALUE flags; a key given twice, or max_tokens (it has its own flag), is an error."""
+    options: dict[str, Any] = {}
+    for key, value in pairs:
+        if key == "max_tokens":
+            raise InvalidInputError(f"Set max_tokens with --max-tokens, not {flag}.")
+        if key in options:
+            raise InvalidInputError(f"{flag} {key}=... is given twice; give each option once.")
+        options[key] = value
+    return options
+
+
+ENGINE_OPTION_HELP = (
+    "an engine or backend option as KEY=VALUE, repeatable: n_threads=1 (llama.cpp CPU threads; fewer than the "
+    "cores when the machine is shared), n_ctx=8192, device=cuda, dtype=bfloat16, temperature=0.7, seed=1, cache=true, "
+    "base_urls='[\"http://a:8000/v1\"]'. VALUE is read as JSON (numbers, true/false, lists), else as text"
+)
+
+
+def run_demo(engine_name: str, max_tokens: int, options: Optional[dict[str, Any]] = None) -> None:
     """textgrad's QuickStart (the shirt-drying question) on a local engine, printing every stage."""
     import localgrad as tg
 
     started = time.perf_counter()
-    engine = tg.get_engine(engine_name, max_tokens=max_tokens)
+    engine = tg.get_engine(engine_name, max_tokens=max_tokens, **(options or {}))
     print(f"engine: {engine_name} -> backend {engine.backend.name} (loaded in {time.perf_counter() - started:.1f} s)")
     tg.set_backward_engine(engine, override=True)
     model = tg.BlackboxLLM(engine)
@@ -65,8 +98,12 @@ def run_optimize(args: argparse.Namespace) -> None:
         examples = make_object_counting(needed, seed=args.seed)
     train, val, test = split(examples, args.train, args.val, args.test)
     started = time.perf_counter()
-    engine = tg.get_engine(args.engine, max_tokens=args.max_tokens)
-    backward = tg.get_engine(args.backward_engine, max_tokens=args.max_tokens) if args.backward_engine else engine
+    options = engine_options(args.engine_option)
+    backward_options = engine_options(args.backward_engine_option, "--backward-engine-option")
+    if backward_options and not args.backward_engine:
+        raise InvalidInputError("--backward-engine-option needs --backward-engine; --engine-option already applies to both.")
+    engine = tg.get_engine(args.engine, max_tokens=args.max_tokens, **options)
+    backward = tg.get_engine(args.backward_engine, max_tokens=args.max_tokens, **backward_options) if args.backward_engine else engine
     print(
         f"engine: {args.engine} -> {engine.backend.name}; backward: {backward.backend.name} "
         f"(loaded in {time.perf_counter() - started:.1f} s)",
@@ -93,6 +130,14 @@ def run_optimize(args: argparse.Namespace) -> None:
     )
 
 
+OPTIMIZE_DESCRIPTION = (
+    "Optimize a system prompt on a question/answer task, as in textgrad's prompt-optimization tutorial. "
+    "The run writes to --out: checkpoint.json (the run's whole state after every step; --resume continues from it), "
+    "records.json (scores, prompt, tokens and time of each step), plot.png (validation and test score per step) "
+    "and report.html (one page to read the run)."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `localgrad` command."""
     parser = argparse.ArgumentParser(prog="localgrad", description=__doc__)
@@ -100,10 +145,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="optimize an answer to textgrad's QuickStart question on a local model")
     demo.add_argument("--engine", default="embedded", help="engine name (default: embedded, the bundled SmolLM2-135M)")
     demo.add_argument("--max-tokens", type=int, default=256, help="cap on generated tokens per call (default 256)")
-    demo.set_defaults(run=lambda args: run_demo(args.engine, args.max_tokens))
-    opt = commands.add_parser("optimize", help="optimize a system prompt on a question/answer task (textgrad's tutorial)")
+    demo.add_argument("--engine-option", type=engine_option, action="append", default=[], metavar="KEY=VALUE", help=ENGINE_OPTION_HELP)
+    demo.set_defaults(run=lambda args: run_demo(args.engine, args.max_tokens, engine_options(args.engine_option)))
+    opt = commands.add_parser(
+        "optimize",
+        help="optimize a system prompt on a question/answer task (textgrad's tutorial)",
+        description=OPTIMIZE_DESCRIPTION,
+    )
     opt.add_argument("--engine", default="embedded", help="forward engine name (default: embedded)")
+    opt.add_argument("--engine-option", type=engine_option, action="append", default=[], metavar="KEY=VALUE",
+                     help=ENGINE_OPTION_HELP + " (applies to --engine)")
     opt.add_argument("--backward-engine", default=None, help="engine for feedback and updates (default: --engine)")
+    opt.add_argument("--backward-engine-option", type=engine_option, action="append", default=[], metavar="KEY=VALUE",
+                     help="like --engine-option, for --backward-engine")
     source = opt.add_mutually_exclusive_group()
     source.add_argument("--task", choices=["object_counting"], default="object_counting", help="generated task (default)")
     source.add_argument("--data", default=None, help="a .json (list of objects) or .jsonl file of question/answer pairs")

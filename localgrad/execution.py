@@ -16,20 +16,28 @@ from localgrad.variable import Variable
 
 
 def topological_order(roots: Sequence[Variable]) -> list[Variable]:
-    """Every variable the roots depend on, each after all of its predecessors (depth-first, ordered)."""
+    """Every variable the roots depend on, each after all of its predecessors (depth-first, ordered).
+
+    The walk keeps its own stack, so a graph of any depth (a chain of thousands of calls) is ordered
+    without recursion; the order is the one a recursive depth-first walk gives.
+    """
     order: list[Variable] = []
     visited: set[int] = set()
-
-    def visit(v: Variable) -> None:
-        if id(v) in visited:
-            return
-        visited.add(id(v))
-        for p in v.predecessors:
-            visit(p)
-        order.append(v)
-
     for root in roots:
-        visit(root)
+        if id(root) in visited:
+            continue
+        visited.add(id(root))
+        stack = [(root, iter(root.predecessors))]
+        while stack:
+            node, pending = stack[-1]
+            for p in pending:
+                if id(p) not in visited:
+                    visited.add(id(p))
+                    stack.append((p, iter(p.predecessors)))
+                    break
+            else:
+                order.append(node)
+                stack.pop()
     return order
 
 
@@ -62,6 +70,8 @@ def backward(roots: Union[Variable, Iterable[Variable]], engine: Union[Engine, s
 
     Each level of the graph is one batch of feedback requests to the engine.
     """
+    if not isinstance(roots, (Variable, list, tuple)):
+        raise InvalidInputError(f"backward takes a Variable or a list of Variables (the losses), got {type(roots).__name__}.")
     roots = [roots] if isinstance(roots, Variable) else list(roots)
     if not roots:
         raise InvalidInputError("backward needs at least one root Variable.")

@@ -12,13 +12,31 @@ from localgrad.prompts import losses as P
 from localgrad.variable import Variable
 
 
+def instruction_variable(instruction: Union[Variable, str], loss: str, role: str) -> Variable:
+    """An evaluation instruction as a Variable, refusing a missing or blank one (the loss would judge nothing)."""
+    variable = as_system_prompt(instruction, role) if isinstance(instruction, (str, Variable)) else None
+    if variable is None or variable.is_image or not variable.value.strip():
+        raise InvalidInputError(
+            f"{loss} needs an evaluation instruction: a non-empty str or text Variable saying how to judge, got {instruction!r:.80}."
+        )
+    return variable
+
+
+def default_if_none(system_prompt: Union[Variable, str, None], default: str) -> Union[Variable, str]:
+    """The given system prompt, or the loss's default when it is None or ''."""
+    return default if system_prompt is None or (isinstance(system_prompt, str) and not system_prompt) else system_prompt
+
+
+def _literal(text: str) -> str:
+    """Text put into a template as it is: its braces are not placeholders."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
 class TextLoss(Module):
     """Evaluate a variable with an instruction (the system prompt); the evaluation is the loss."""
 
     def __init__(self, eval_system_prompt: Union[Variable, str], engine: Union[Engine, str, None] = None):
-        self.eval_system_prompt = as_system_prompt(eval_system_prompt, "system prompt for the evaluation")
-        if self.eval_system_prompt is None:
-            raise InvalidInputError("TextLoss needs an evaluation instruction (a str or a Variable).")
+        self.eval_system_prompt = instruction_variable(eval_system_prompt, "TextLoss", "system prompt for the evaluation")
         self.engine = resolve_engine(engine, "TextLoss")
         self.llm_call = LLMCall(self.engine, self.eval_system_prompt)
 
@@ -37,30 +55,44 @@ class MultiFieldEvaluation(Module):
         engine: Union[Engine, str, None] = None,
         system_prompt: Union[Variable, str, None] = None,
     ):
-        if not role_descriptions or len(set(role_descriptions)) != len(role_descriptions):
-            raise InvalidInputError("MultiFieldEvaluation needs distinct, non-empty role_descriptions, one per field.")
-        self.evaluation_instruction = as_system_prompt(evaluation_instruction, "evaluation instruction")
-        self.role_descriptions = list(role_descriptions)
+        roles = role_descriptions
+        if not isinstance(roles, (list, tuple)) or not roles or not all(isinstance(r, str) and r.strip() for r in roles):
+            raise InvalidInputError(
+                f"MultiFieldEvaluation needs role_descriptions as a non-empty list of strings, one per field; got {roles!r:.80}."
+            )
+        if len(set(roles)) != len(roles):
+            raise InvalidInputError(f"MultiFieldEvaluation needs distinct role_descriptions, got {list(roles)}.")
+        self.evaluation_instruction = instruction_variable(evaluation_instruction, "MultiFieldEvaluation", "evaluation instruction")
+        self.role_descriptions = list(roles)
         self.engine = resolve_engine(engine, "MultiFieldEvaluation")
-        self.system_prompt = as_system_prompt(system_prompt or P.EVALUATION_SYSTEM_PROMPT, "system prompt for the evaluation")
-        lines = ["{instruction}"] + [P.MULTI_FIELD_LINE.format(name=r) for r in self.role_descriptions]
+        self.system_prompt = as_system_prompt(default_if_none(system_prompt, P.EVALUATION_SYSTEM_PROMPT), "system prompt for the evaluation")
+        # Fields get generated names, so a role description is shown as it is written (braces and all).
+        lines = ["{instruction}"] + [
+            P.MULTI_FIELD_LINE.format(name=_literal(role), field=f"field{i}") for i, role in enumerate(self.role_descriptions)
+        ]
+        self.fields = [f"field{i}" for i in range(len(self.role_descriptions))]
         self.formatted_llm_call = FormattedLLMCall(
-            self.engine, "\n".join(lines), ["instruction", *self.role_descriptions], self.system_prompt
+            self.engine, "\n".join(lines), ["instruction", *self.fields], self.system_prompt
         )
 
     def forward(self, inputs: Union[Sequence[Variable], Sequence[Sequence[Variable]]]) -> Union[Variable, list[Variable]]:
         """Evaluate one list of field values (in role_descriptions order), or a batch of such lists."""
-        inputs = list(inputs)
+        if not isinstance(inputs, (list, tuple)):
+            raise InvalidInputError(
+                f"MultiFieldEvaluation takes a list of Variables (one per role description), or a list of such lists; "
+                f"got {type(inputs).__name__}."
+            )
         single = bool(inputs) and isinstance(inputs[0], Variable)
-        batch = [inputs] if single else [list(x) for x in inputs]
+        batch = [inputs] if single else list(inputs)
         mappings = []
         for values in batch:
-            if len(values) != len(self.role_descriptions):
+            if not isinstance(values, (list, tuple)) or len(values) != len(self.role_descriptions):
+                got = len(values) if isinstance(values, (list, tuple)) else type(values).__name__
                 raise InvalidInputError(
                     f"MultiFieldEvaluation expects {len(self.role_descriptions)} fields "
-                    f"({self.role_descriptions}), got {len(values)}."
+                    f"({self.role_descriptions}), got {got}."
                 )
-            mappings.append({"instruction": self.evaluation_instruction, **dict(zip(self.role_descriptions, values))})
+            mappings.append({"instruction": self.evaluation_instruction, **dict(zip(self.fields, values))})
         outputs = self.formatted_llm_call(mappings, response_role_description="evaluation of a prediction")
         return outputs[0] if single else outputs
 
@@ -74,14 +106,30 @@ class MultiChoiceTestTime(Module):
         engine: Union[Engine, str, None] = None,
         system_prompt: Union[Variable, str, None] = None,
     ):
+        if not isinstance(evaluation_instruction, str) or not evaluation_instruction.strip():
+            raise InvalidInputError(
+                f"MultiChoiceTestTime needs a non-empty evaluation_instruction (a str), got {evaluation_instruction!r:.80}."
+            )
         self.engine = resolve_engine(engine, "MultiChoiceTestTime")
-        self.tt_system_prompt = as_system_prompt(system_prompt or P.TEST_TIME_SYSTEM_PROMPT, "system prompt for the test-time evaluation")
-        template = P.TEST_TIME_TEMPLATE.format(instruction=evaluation_instruction)
+        self.tt_system_prompt = as_system_prompt(
+            default_if_none(system_prompt, P.TEST_TIME_SYSTEM_PROMPT), "system prompt for the test-time evaluation"
+        )
+        template = P.TEST_TIME_TEMPLATE.format(instruction=_literal(evaluation_instruction))
         self.formatted_llm_call = FormattedLLMCall(self.engine, template, ["question", "prediction"], self.tt_system_prompt)
 
-    def forward(self, question: str, prediction: Variable) -> Variable:
-        """Evaluate `prediction` as an answer to `question`."""
-        question_variable = Variable(question, requires_grad=False, role_description="the multiple choice question")
+    def forward(self, question: Union[str, Variable], prediction: Variable) -> Variable:
+        """Evaluate `prediction` (a Variable) as an answer to `question` (a str or a text Variable)."""
+        if not isinstance(prediction, Variable) or prediction.is_image:
+            raise InvalidInputError(
+                f"MultiChoiceTestTime needs the prediction as a text Variable, got {prediction!r:.80}. "
+                "Wrap a plain answer: Variable(answer, role_description=...)."
+            )
+        if isinstance(question, Variable):
+            question_variable = question
+        elif isinstance(question, str):
+            question_variable = Variable(question, requires_grad=False, role_description="the multiple choice question")
+        else:
+            raise InvalidInputError(f"MultiChoiceTestTime needs the question as a str or a Variable, got {type(question).__name__}.")
         return self.formatted_llm_call(
             {"question": question_variable, "prediction": prediction},
             response_role_description=f"evaluation of the {prediction.get_role_description()}",
@@ -99,12 +147,10 @@ class ImageQALoss(Module):
         engine: Union[Engine, str, None] = None,
         system_prompt: Union[Variable, str, None] = None,
     ):
-        self.evaluation_instruction = as_system_prompt(evaluation_instruction, "evaluation instruction")
-        if self.evaluation_instruction is None:
-            raise InvalidInputError("ImageQALoss needs an evaluation instruction (a str or a Variable).")
+        self.evaluation_instruction = instruction_variable(evaluation_instruction, "ImageQALoss", "evaluation instruction")
         self.engine = resolve_engine(engine, "ImageQALoss")
         self.system_prompt = as_system_prompt(
-            system_prompt or P.IMAGE_QA_SYSTEM_PROMPT, "system prompt for the evaluation"
+            default_if_none(system_prompt, P.IMAGE_QA_SYSTEM_PROMPT), "system prompt for the evaluation"
         )
         self.multimodal_llm_call = OrderedFieldsMultimodalLLMCall(self.engine, self.FIELDS, self.system_prompt)
 

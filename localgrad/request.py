@@ -4,13 +4,26 @@ and Completion. Plain frozen dataclasses, validated when built, shared by the gr
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence, Union
 
 from localgrad.errors import InvalidInputError, check_int
 
 ROLES = ("system", "user", "assistant")
+MAX_SEED = 2**63 - 1
+
+
+def _number(name: str, value: Any, low: float, high: float, low_open: bool = False) -> float:
+    """`value` as a float, after checking it is a real number (not a bool or a string) in the range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise InvalidInputError(f"{name} must be a number, got {value!r}.")
+    if value > high or value < low or (low_open and value == low):
+        raise InvalidInputError(f"{name} must be in {'(' if low_open else '['}{low:g}, {high:g}], got {value!r}.")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -23,7 +36,7 @@ class ImageContent:
     def __post_init__(self):
         if not isinstance(self.data, bytes) or not self.data:
             raise InvalidInputError("ImageContent.data must be non-empty bytes of an encoded image.")
-        if not self.mime_type.startswith("image/"):
+        if not isinstance(self.mime_type, str) or not self.mime_type.startswith("image/"):
             raise InvalidInputError(f"ImageContent.mime_type must start with 'image/', got {self.mime_type!r}.")
 
     def data_url(self) -> str:
@@ -80,11 +93,11 @@ class SamplingSettings:
     seed: int | None = None
 
     def __post_init__(self):
-        if not 0.0 <= self.temperature <= 5.0:
-            raise InvalidInputError(f"SamplingSettings.temperature must be in [0, 5], got {self.temperature}.")
+        object.__setattr__(self, "temperature", _number("SamplingSettings.temperature", self.temperature, 0.0, 5.0))
         check_int("SamplingSettings.max_tokens", self.max_tokens, 1)
-        if not 0.0 < self.top_p <= 1.0:
-            raise InvalidInputError(f"SamplingSettings.top_p must be in (0, 1], got {self.top_p}.")
+        object.__setattr__(self, "top_p", _number("SamplingSettings.top_p", self.top_p, 0.0, 1.0, low_open=True))
+        if self.seed is not None:
+            check_int("SamplingSettings.seed", self.seed, 0, MAX_SEED)
 
     @property
     def greedy(self) -> bool:
@@ -109,13 +122,38 @@ class Constraint:
     def __post_init__(self):
         if (self.regex is None) == (self.json_schema is None):
             raise InvalidInputError("A Constraint needs exactly one of regex= or json_schema=.")
-        if self.json_schema is not None and not isinstance(self.json_schema, str):
-            object.__setattr__(self, "json_schema", json.dumps(self.json_schema, sort_keys=True))
-        if self.json_schema is not None:
+        if self.regex is not None:
+            if not isinstance(self.regex, str) or not self.regex:
+                raise InvalidInputError(f"Constraint.regex must be a non-empty str, got {self.regex!r}.")
             try:
-                json.loads(self.json_schema)
+                re.compile(self.regex)
+            except re.error as exc:
+                raise InvalidInputError(f"Constraint.regex is not a valid regular expression ({exc}): {self.regex!r}.") from exc
+        if self.json_schema is not None:
+            self._check_schema()
+        if self.grammar is not None and (not isinstance(self.grammar, str) or not self.grammar.strip()):
+            raise InvalidInputError(f"Constraint.grammar must be a non-empty GBNF str or None, got {self.grammar!r}.")
+        if self.tags is not None:
+            if not isinstance(self.tags, (tuple, list)) or len(self.tags) != 2 or not all(isinstance(t, str) and t for t in self.tags):
+                raise InvalidInputError(f"Constraint.tags must be two non-empty strings (start, end) or None, got {self.tags!r}.")
+            object.__setattr__(self, "tags", tuple(self.tags))
+
+    def _check_schema(self) -> None:
+        schema = self.json_schema
+        if isinstance(schema, str):
+            try:
+                schema = json.loads(schema)
             except json.JSONDecodeError as exc:
                 raise InvalidInputError(f"Constraint.json_schema is not valid JSON: {exc}") from exc
+        if not isinstance(schema, dict):
+            raise InvalidInputError(
+                f"Constraint.json_schema must be a JSON schema object (a dict, or its JSON text), got {self.json_schema!r:.80}."
+            )
+        if not isinstance(self.json_schema, str):  # JSON text is kept as written: property order guides generation
+            try:
+                object.__setattr__(self, "json_schema", json.dumps(schema, sort_keys=True))
+            except (TypeError, ValueError) as exc:
+                raise InvalidInputError(f"Constraint.json_schema cannot be written as JSON: {exc}") from exc
 
     @property
     def kind(self) -> str:
@@ -132,12 +170,20 @@ class Request:
     constraint: Constraint | None = None
 
     def __post_init__(self):
-        if isinstance(self.messages, list):
-            object.__setattr__(self, "messages", tuple(self.messages))
+        if not isinstance(self.messages, (list, tuple)):
+            raise InvalidInputError(f"Request.messages must be a list of Messages, got {type(self.messages).__name__}.")
+        object.__setattr__(self, "messages", tuple(self.messages))
         if not self.messages:
             raise InvalidInputError("A Request needs at least one message.")
+        for message in self.messages:
+            if not isinstance(message, Message):
+                raise InvalidInputError(f"Request.messages must hold Messages, got {type(message).__name__}.")
         if self.messages[-1].role != "user":
             raise InvalidInputError("A Request's last message must come from the user.")
+        if not isinstance(self.sampling, SamplingSettings):
+            raise InvalidInputError(f"Request.sampling must be SamplingSettings, got {type(self.sampling).__name__}.")
+        if self.constraint is not None and not isinstance(self.constraint, Constraint):
+            raise InvalidInputError(f"Request.constraint must be a Constraint or None, got {type(self.constraint).__name__}.")
 
     @classmethod
     def chat(
@@ -148,9 +194,13 @@ class Request:
         constraint: Constraint | None = None,
     ) -> "Request":
         """Build the common request: an optional system prompt and one user turn."""
+        if not isinstance(user, (str, list, tuple)):
+            raise InvalidInputError(f"The user content must be a str or a list of str and ImageContent, got {type(user).__name__}.")
+        if system is not None and not isinstance(system, str):
+            raise InvalidInputError(f"The system prompt must be a str or None, got {type(system).__name__}.")
         content = user if isinstance(user, str) else tuple(user)
         messages = ([Message("system", system)] if system else []) + [Message("user", content)]
-        return cls(tuple(messages), sampling or SamplingSettings(), constraint)
+        return cls(tuple(messages), SamplingSettings() if sampling is None else sampling, constraint)
 
     @property
     def has_images(self) -> bool:
@@ -166,8 +216,8 @@ class Request:
 
         return {
             "messages": [{"role": m.role, "content": content(m.content)} for m in self.messages],
-            "sampling": [self.sampling.temperature, self.sampling.max_tokens, self.sampling.top_p, self.sampling.seed],
-            "constraint": None if self.constraint is None else [self.constraint.regex, self.constraint.json_schema],
+            "sampling": dataclasses.asdict(self.sampling),
+            "constraint": None if self.constraint is None else dataclasses.asdict(self.constraint),
         }
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import html
 import numbers
 import os
-from collections import defaultdict
+from collections import abc, defaultdict
 from collections.abc import MutableSet
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Union
 
-from localgrad.errors import InvalidInputError, MissingDependencyError
+from localgrad.errors import InvalidInputError, MissingDependencyError, check_int
 
 if TYPE_CHECKING:
     from localgrad.autograd.function import BackwardStep
@@ -96,6 +96,8 @@ class Variable:
             )
         if not isinstance(requires_grad, bool):
             raise InvalidInputError(f"requires_grad must be True or False, got {requires_grad!r}.")
+        if predecessors is not None and (isinstance(predecessors, (str, bytes, dict, Variable)) or not isinstance(predecessors, abc.Iterable)):
+            raise InvalidInputError(f"predecessors must be a list of Variables or None, got {type(predecessors).__name__}.")
         preds = list(predecessors or [])
         for p in preds:
             if not isinstance(p, Variable):
@@ -196,6 +198,7 @@ class Variable:
 
     def get_short_value(self, n_words_offset: int = 10) -> str:
         """The first and last words of the value, for logs."""
+        check_int("n_words_offset", n_words_offset, 0)
         if self.is_image:
             return repr(self)
         words = self.value.split(" ")
@@ -213,6 +216,10 @@ class Variable:
 
     def add_gradient(self, gradient: "Variable", context: Optional[dict[str, str]] = None) -> None:
         """Add one piece of feedback, with the conversation it came from."""
+        if not isinstance(gradient, Variable) or gradient.is_image:
+            raise InvalidInputError(f"A gradient must be a text Variable, got {gradient!r:.80}.")
+        if context is not None and not isinstance(context, dict):
+            raise InvalidInputError(f"A gradient's context must be a dict or None, got {type(context).__name__}.")
         self.gradients.add(gradient)
         self.gradients_context[gradient] = context
 

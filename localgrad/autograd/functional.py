@@ -26,8 +26,11 @@ class SumBackward(BackwardStep):
         ]
 
 
-def _join(variables: Sequence[Variable], role: str, separator: str) -> Variable:
-    variables = list(variables)
+def _checked(variables: Any) -> list[Variable]:
+    if isinstance(variables, Variable) or not isinstance(variables, (list, tuple)):
+        raise InvalidInputError(
+            f"sum/aggregate takes a non-empty list of text Variables, got {type(variables).__name__}."
+        )
     if not variables:
         raise InvalidInputError("sum/aggregate needs at least one Variable.")
     for v in variables:
@@ -35,6 +38,10 @@ def _join(variables: Sequence[Variable], role: str, separator: str) -> Variable:
             raise InvalidInputError(f"sum/aggregate takes Variables, got {type(v).__name__}.")
         if v.is_image:
             raise InvalidInputError("sum/aggregate joins text variables; an image variable cannot be summed.")
+    return list(variables)
+
+
+def _join(variables: list[Variable], role: str, separator: str) -> Variable:
     total = Variable(
         separator.join(v.value for v in variables),
         predecessors=variables,
@@ -47,13 +54,14 @@ def _join(variables: Sequence[Variable], role: str, separator: str) -> Variable:
 
 def sum(variables: Sequence[Variable]) -> Variable:  # noqa: A001 - textgrad's name
     """One variable holding every input's text; its feedback reaches each input (e.g. a minibatch's losses)."""
-    roles = ", ".join(dict.fromkeys(v.role_description for v in variables)) if variables else ""
+    variables = _checked(variables)
+    roles = ", ".join(dict.fromkeys(v.role_description for v in variables))
     return _join(variables, f"a combination of the following: {roles}", "\n")
 
 
 def aggregate(variables: Sequence[Variable]) -> Variable:
-    """Like `sum`, with each part on its own numbered block, for feedback that compares the parts."""
-    return _join(variables, "a numbered collection of evaluations", "\n\n")
+    """Like `sum`, with a blank line between the parts, for feedback that compares the parts."""
+    return _join(_checked(variables), "a collection of evaluations", "\n\n")
 
 
 def llm_call(input_variable: Variable, engine: Any, response_role_description: str | None = None,

@@ -1,6 +1,7 @@
 """LLM calls as graph operations: forward sends one batch for all inputs; backward asks for feedback."""
 from __future__ import annotations
 
+import string
 from dataclasses import replace
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -17,6 +18,8 @@ DEFAULT_OUTPUT_ROLE = "response from the language model"
 
 def as_system_prompt(system_prompt: Union[Variable, str, None], role: str) -> Optional[Variable]:
     """A system prompt as a Variable (strings become fixed, non-trainable variables)."""
+    if isinstance(system_prompt, Variable) and system_prompt.is_image:
+        raise InvalidInputError("A system prompt must be text; an image Variable cannot be one.")
     if system_prompt is None or isinstance(system_prompt, Variable):
         return system_prompt
     if isinstance(system_prompt, str):
@@ -132,6 +135,12 @@ class LLMCall(Function):
         response_role: str,
     ) -> Union[Variable, list[Variable]]:
         """Build one call per input (all of `inputs`, or `inputs` itself when `single`), run them as one batch."""
+        if not single and not isinstance(inputs, (list, tuple)):
+            raise InvalidInputError(
+                f"{type(self).__name__} takes one input or a list of inputs, got {type(inputs).__name__}."
+            )
+        if not isinstance(response_role, str) or not response_role.strip():
+            raise InvalidInputError(f"response_role_description must be a non-empty str, got {response_role!r}.")
         batch = [inputs] if single else list(inputs)
         outputs = self.call_batch([build(x) for x in batch], response_role)
         return outputs[0] if single else outputs
@@ -168,14 +177,13 @@ class FormattedLLMCall(LLMCall):
         system_prompt: Union[Variable, str, None] = None,
     ):
         super().__init__(engine, system_prompt)
-        self.format_string = format_string
+        if not isinstance(fields, (list, tuple, dict)) or not all(isinstance(f, str) and f for f in fields):
+            raise InvalidInputError(f"fields must be a list of field names (non-empty strings), got {fields!r:.80}.")
         self.fields = list(fields)
-        try:
-            format_string.format(**{f: "" for f in self.fields})
-        except (KeyError, IndexError) as exc:
-            raise InvalidInputError(
-                f"format_string refers to {exc} which is not among the fields {self.fields}."
-            ) from exc
+        if len(set(self.fields)) != len(self.fields):
+            raise InvalidInputError(f"fields must be distinct, got {self.fields}.")
+        self.format_string = format_string
+        self.template = parse_template(format_string, self.fields)
 
     def forward(
         self,
@@ -192,11 +200,7 @@ class FormattedLLMCall(LLMCall):
         for name, v in mapping.items():
             if not isinstance(v, Variable):
                 raise InvalidInputError(f"Field {name!r} must be a Variable, got {type(v).__name__}.")
-        marker = "\x00{}\x00"
-        filled = self.format_string.format(**{f: marker.format(f) for f in self.fields})
-        pieces: list[Union[str, Variable]] = []
-        for i, chunk in enumerate(filled.split("\x00")):
-            pieces.append(mapping[chunk] if i % 2 == 1 else chunk)
+        pieces = [mapping[piece] if is_field else piece for piece, is_field in self.template]
         return content_parts(pieces), [mapping[f] for f in self.fields]
 
 
@@ -244,3 +248,32 @@ class LLMCall_with_in_context_examples(LLMCall):  # noqa: N801 - textgrad's name
         step = output.grad_fn
         output.set_grad_fn(InContextLLMBackward(step.system_prompt, step.user_content, step.inputs, in_context_examples or []))
         return output
+def parse_template(format_string: str, fields: Sequence[str]) -> list[tuple[str, bool]]:
+    """A format string as (text, False) and (field name, True) pieces, checking every placeholder names a field.
+
+    Only plain `{name}` placeholders are filled (`{{` and `}}` are literal braces); the values are never
+    parsed as templates, so braces in a variable's text are kept as they are.
+    """
+    if not isinstance(format_string, str):
+        raise InvalidInputError(f"format_string must be a str, got {type(format_string).__name__}.")
+    pieces: list[tuple[str, bool]] = []
+    try:
+        parsed = list(string.Formatter().parse(format_string))
+    except ValueError as exc:
+        raise InvalidInputError(
+            f"format_string is not a valid template ({exc}); write literal braces as {{{{ and }}}}."
+        ) from exc
+    for text, name, spec, conversion in parsed:
+        if text:
+            pieces.append((text, False))
+        if name is None:
+            continue
+        if name not in fields or spec or conversion:
+            placeholder = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise InvalidInputError(
+                f"format_string refers to {placeholder}, which is not among the fields {list(fields)}. "
+                "Write each placeholder as {name} with a field's name, and literal braces as {{ and }}."
+            )
+        pieces.append((name, True))
+    return pieces
+

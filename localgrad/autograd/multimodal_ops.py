@@ -76,10 +76,10 @@ class OrderedFieldsMultimodalLLMCall(MultimodalLLMCall):
         system_prompt: Union[Variable, str, None] = None,
     ):
         super().__init__(engine, system_prompt)
+        valid = isinstance(fields, (list, tuple)) and fields and all(isinstance(f, str) and f for f in fields)
+        if not valid or len(set(fields)) != len(fields):
+            raise InvalidInputError(f"fields must be a list of distinct, non-empty strings, got {fields!r:.80}.")
         self.fields = list(fields)
-        distinct = len(set(self.fields)) == len(self.fields)
-        if not self.fields or not distinct or not all(isinstance(f, str) and f for f in self.fields):
-            raise InvalidInputError(f"fields must be distinct, non-empty strings, got {fields!r}.")
 
     def forward(
         self,

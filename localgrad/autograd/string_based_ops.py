@@ -2,6 +2,8 @@
 how each input affected the output and how it should change."""
 from __future__ import annotations
 
+import inspect
+import numbers
 from typing import Any, Callable, Sequence, Union
 
 from localgrad.autograd.function import BackwardStep, Function, GradientTask
@@ -55,15 +57,36 @@ class StringBasedFunction(Function):
     ) -> Union[Variable, list[Variable]]:
         """Apply the function to one mapping of argument names to Variables, or to each of a list."""
         single = isinstance(inputs, dict)
+        if not single and not isinstance(inputs, (list, tuple)):
+            raise InvalidInputError(
+                f"StringBasedFunction takes a dict of argument names to Variables, or a list of them; got {type(inputs).__name__}."
+            )
+        if response_role_description is not None and (
+            not isinstance(response_role_description, str) or not response_role_description.strip()
+        ):
+            raise InvalidInputError(f"response_role_description must be a non-empty str or None, got {response_role_description!r}.")
         batch = [inputs] if single else list(inputs)
         role = response_role_description or f"output of the function: {self.function_purpose}"
         outputs = [self._apply(mapping, role) for mapping in batch]
         return outputs[0] if single else outputs
 
     def _apply(self, mapping: dict[str, Variable], role: str) -> Variable:
-        if not isinstance(mapping, dict) or not all(isinstance(v, Variable) for v in mapping.values()):
+        if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, Variable) for k, v in mapping.items()):
             raise InvalidInputError("StringBasedFunction inputs must map argument names to Variables.")
+        try:
+            inspect.signature(self.fn).bind(**mapping)
+        except TypeError as exc:
+            raise InvalidInputError(
+                f"The function cannot take the arguments {sorted(mapping)}: {exc}. Pass a dict whose keys are its parameter names."
+            ) from exc
+        except ValueError:  # no signature to check (some builtins): the call itself will tell
+            pass
         result = self.fn(**mapping)
+        if not isinstance(result, (str, numbers.Number, Variable)) or (isinstance(result, Variable) and result.is_image):
+            raise InvalidInputError(
+                f"The function returned {type(result).__name__}; a string-based function must return text (a str), "
+                "a number or a text Variable."
+            )
         output = Variable(
             result.value if isinstance(result, Variable) else str(result),
             predecessors=list(mapping.values()),

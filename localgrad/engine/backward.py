@@ -40,7 +40,11 @@ class SingletonBackwardEngine:
 
 def set_backward_engine(engine: Union[str, Engine, Any], override: bool = False, **options: Any) -> None:
     """Set the engine that backward passes, losses and optimizers use when none is passed (a name is built first)."""
-    if isinstance(engine, str):
+    if not isinstance(override, bool):
+        raise InvalidInputError(f"override must be True or False, got {override!r}.")
+    if get_backward_engine() is not None and not override:
+        raise EngineConfigError("A backward engine is already set. Pass override=True to replace it.")
+    if isinstance(engine, str) or options:
         engine = get_engine(engine, **options)
     SingletonBackwardEngine().set_engine(engine, override=override)
 

@@ -6,6 +6,8 @@ It also keeps textgrad's call shape (`engine(prompt, system_prompt=...) -> str`)
 """
 from __future__ import annotations
 
+import math
+import os
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -17,9 +19,11 @@ from localgrad.engine.base import EngineLM
 from localgrad.errors import (
     BackendError,
     BackendOutOfMemoryError,
+    BackendResponseError,
     InvalidInputError,
     LocalgradError,
     UnsupportedRequestError,
+    check_int,
 )
 from localgrad.request import Completion, ImageContent, Request, SamplingSettings
 
@@ -102,8 +106,10 @@ class Engine(EngineLM):
             raise InvalidInputError(f"Engine needs a localgrad Backend or a function building one, got {type(backend).__name__}.")
         if not isinstance(backend, Backend) and not model_string:
             raise InvalidInputError("An Engine whose backend is built on first use needs model_string=<the model's name>.")
-        if max_batch_size is not None and max_batch_size < 1:
-            raise InvalidInputError(f"max_batch_size must be a positive int or None, got {max_batch_size}.")
+        if max_batch_size is not None:
+            check_int("max_batch_size", max_batch_size, 1)
+        if sampling is not None and not isinstance(sampling, SamplingSettings):
+            raise InvalidInputError(f"sampling must be SamplingSettings or None, got {type(sampling).__name__}.")
         self._backend = backend if isinstance(backend, Backend) else None
         self._build_backend = None if isinstance(backend, Backend) else backend
         self.model_string = model_string or backend.name  # type: ignore[union-attr]
@@ -130,6 +136,8 @@ class Engine(EngineLM):
 
     def generate_batch(self, requests: Sequence[Request]) -> list[Completion]:
         """Answer every request, in order: cached ones from the cache, the rest in backend batches."""
+        if not isinstance(requests, (list, tuple)):
+            raise InvalidInputError(f"generate_batch takes a list of Requests, got {type(requests).__name__}.")
         requests = list(requests)
         for request in requests:
             if not isinstance(request, Request):
@@ -171,8 +179,15 @@ class Engine(EngineLM):
         """One prompt in, text out (textgrad's call shape). `content` may mix text and image bytes."""
         if isinstance(content, str):
             user: Union[str, list] = content
-        else:
+        elif isinstance(content, (list, tuple)) and content:
+            for part in content:
+                if not isinstance(part, (str, bytes, bytearray)):
+                    raise InvalidInputError(f"A prompt list holds str and image bytes, got {type(part).__name__}.")
             user = [p if isinstance(p, str) else ImageContent(bytes(p), _sniff_mime(bytes(p))) for p in content]
+        else:
+            raise InvalidInputError(
+                f"generate takes the prompt as a str or a non-empty list of str and image bytes, got {content!r:.80}."
+            )
         settings = replace(self.sampling, **_sampling_kwargs(sampling)) if sampling else self.sampling
         return self.generate_batch([Request.chat(user, system=system_prompt, sampling=settings)])[0].text
 
@@ -216,11 +231,7 @@ class Engine(EngineLM):
                     backend=self.backend.name,
                 ) from exc
             raise BackendError(f"{type(exc).__name__}: {exc}", backend=self.backend.name) from exc
-        if len(completions) != len(requests):
-            raise BackendError(
-                f"returned {len(completions)} completions for {len(requests)} requests",
-                backend=self.backend.name,
-            )
+        _check_completions(completions, len(requests), self.backend.name)
         elapsed = time.perf_counter() - started
         with self._lock:
             self.usage.batches += 1
@@ -229,6 +240,28 @@ class Engine(EngineLM):
             self.usage.prompt_tokens += sum(c.prompt_tokens for c in completions)
             self.usage.completion_tokens += sum(c.completion_tokens for c in completions)
         return completions
+
+
+def _check_completions(completions: Any, expected: int, backend: str) -> None:
+    """Raise BackendResponseError unless a backend returned `expected` well-formed Completions."""
+    if not isinstance(completions, (list, tuple)):
+        raise BackendResponseError(
+            f"generate_batch returned {type(completions).__name__}, not a list of Completions", backend=backend
+        )
+    if len(completions) != expected:
+        raise BackendResponseError(f"returned {len(completions)} completions for {expected} requests", backend=backend)
+    for c in completions:
+        if not isinstance(c, Completion):
+            raise BackendResponseError(f"generate_batch returned a {type(c).__name__}, not a Completion", backend=backend)
+        counts_ok = all(not isinstance(n, bool) and isinstance(n, int) and n >= 0 for n in (c.prompt_tokens, c.completion_tokens))
+        latency = c.latency_s
+        latency_ok = not isinstance(latency, bool) and isinstance(latency, (int, float)) and math.isfinite(latency) and latency >= 0
+        if not isinstance(c.text, str) or not counts_ok or not latency_ok or not isinstance(c.finish_reason, str):
+            raise BackendResponseError(
+                "returned a malformed Completion (text must be str, token counts ints >= 0, latency_s a number >= 0, "
+                f"finish_reason a str): {c!r:.200}",
+                backend=backend,
+            )
 
 
 def _make_cache(cache: Any) -> CompletionCache | None:
@@ -241,7 +274,7 @@ def _make_cache(cache: Any) -> CompletionCache | None:
         return CompletionCache()
     if isinstance(cache, CompletionCache):
         return cache
-    if isinstance(cache, (str, diskcache.Cache)):
+    if isinstance(cache, (str, os.PathLike, diskcache.Cache)):
         return CompletionCache(cache)
     raise InvalidInputError(
         f"cache must be a bool, a directory path, a diskcache.Cache or a CompletionCache, got {type(cache).__name__}."

@@ -75,6 +75,12 @@ def register_backend(prefix: str, factory: Union[str, Callable[..., Backend]]) -
     _BACKENDS[prefix] = factory  # type: ignore[assignment]
 
 
+_EMBEDDED_CHOICE = {
+    "llamacpp": "llama-cpp-python is installed; name 'embedded:transformers' for transformers",
+    "transformers": "llama-cpp-python is not installed: pip install 'localgrad[llamacpp]' to run it on llama.cpp",
+}
+
+
 def embedded_backend_name() -> str:
     """Which backend `embedded` uses here: llama.cpp when llama-cpp-python is installed, else transformers."""
     return "llamacpp" if importlib.util.find_spec("llama_cpp") is not None else "transformers"
@@ -167,10 +173,12 @@ def get_engine(engine_name: Union[str, Engine, Any], **options: Any) -> Engine:
     top_p, seed. Everything else goes to the backend (device, dtype, n_ctx, base_url, tensor_parallel_size, ...).
     textgrad's own names take `cache` only as 'experimental:<model>', as in textgrad.
     """
-    if isinstance(engine_name, Engine):
-        return engine_name
-    if not isinstance(engine_name, str) and callable(getattr(engine_name, "generate", None)):
-        return _adapted_engine(engine_name)
+    if not isinstance(engine_name, str) and (isinstance(engine_name, Engine) or callable(getattr(engine_name, "generate", None))):
+        if options:
+            raise InvalidInputError(
+                f"Options ({sorted(options)}) apply when an engine is built from a name; this is already an engine."
+            )
+        return engine_name if isinstance(engine_name, Engine) else _adapted_engine(engine_name)
     prefix, spec = resolve_engine_name(engine_name)
     if "cache" in options and _is_textgrad_shorthand(engine_name, prefix):
         raise EngineConfigError(
@@ -186,7 +194,14 @@ def get_engine(engine_name: Union[str, Engine, Any], **options: Any) -> Engine:
                 options = {"system_prompt": None, **options}
             engine = _load(_ENGINE_CLASSES[prefix]).from_spec(prefix, spec, **options)
         else:
-            engine = Engine(**engine_arguments(prefix, spec, options))
+            try:
+                engine = Engine(**engine_arguments(prefix, spec, options))
+            except EngineConfigError as exc:
+                if engine_name.strip() != "embedded":
+                    raise
+                raise EngineConfigError(
+                    f"'embedded' runs on {prefix} here ({_EMBEDDED_CHOICE[prefix]}), so only {prefix} options apply. {exc}"
+                ) from exc
         _ENGINES[key] = engine
         return engine
 

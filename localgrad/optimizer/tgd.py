@@ -8,13 +8,15 @@ shows the raw output. A step applies all updates or none.
 from __future__ import annotations
 
 import copy
+import re
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import replace
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 from localgrad.backends.constraints import parse_tagged, tagged
 from localgrad.engine import Engine, resolve_engine
-from localgrad.errors import GraphError, InvalidInputError, OutputParseError
+from localgrad.errors import GraphError, InvalidInputError, OutputParseError, check_int
 from localgrad.prompts import optimizer as P
 from localgrad.request import Request
 from localgrad.variable import Variable
@@ -25,8 +27,14 @@ DEFAULT_TAGS = ("<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>")
 class Optimizer(ABC):
     """Holds the parameters; `zero_grad` clears their feedback and `step` updates them."""
 
-    def __init__(self, parameters: Iterable[Variable]):
-        params = list(parameters) if parameters is not None else []
+    def __init__(self, parameters: Union[Variable, Iterable[Variable]]):
+        if isinstance(parameters, Variable):
+            parameters = [parameters]
+        if isinstance(parameters, (str, bytes, dict)) or not isinstance(parameters, Iterable):
+            raise InvalidInputError(
+                f"The optimizer takes the Variables to optimize as a list, e.g. TGD([answer]); got {type(parameters).__name__}."
+            )
+        params = list(parameters)
         if not params:
             raise InvalidInputError("The optimizer got no parameters; pass the Variables to optimize, e.g. TGD([answer]).")
         for i, p in enumerate(params):
@@ -34,6 +42,10 @@ class Optimizer(ABC):
                 raise InvalidInputError(f"Parameter {i} is a {type(p).__name__}, not a Variable.")
             if p.is_image:
                 raise InvalidInputError(f"Parameter {i} is an image; only text variables can be optimized.")
+            if any(q is p for q in params[:i]):
+                raise InvalidInputError(
+                    f"Parameter {i} ({p.role_description!r}) is listed twice; each Variable can be a parameter once."
+                )
         self.parameters = params
 
     def zero_grad(self) -> None:
@@ -79,6 +91,30 @@ def update_prompt(
     )
 
 
+def text_list(name: str, items: Union[str, Sequence[str], None]) -> list[str]:
+    """A list of texts from None, one str (one item, not one per character) or a list of str."""
+    if items is None:
+        return []
+    if isinstance(items, str):
+        return [items]
+    if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
+        raise InvalidInputError(f"{name} must be a str or a list of str, got {items!r:.80}.")
+    return list(items)
+
+
+def fill_tags(prompt: str, tags: Sequence[str]) -> str:
+    """The prompt with its tag placeholders ({start_tag}, {end_tag} and textgrad's names) filled.
+
+    A textgrad-style template ({{ for a literal brace) is formatted; a prompt whose other braces are
+    not placeholders (JSON, code) keeps them as written and gets only the tag names filled.
+    """
+    names = {"start_tag": tags[0], "end_tag": tags[1], "new_variable_start_tag": tags[0], "new_variable_end_tag": tags[1]}
+    try:
+        return prompt.format(**names)
+    except (KeyError, IndexError, ValueError, AttributeError):
+        return re.sub(r"\{(" + "|".join(names) + r")\}", lambda m: names[m.group(1)], prompt)
+
+
 def _with_max_tokens(request: Request, max_tokens: int) -> Request:
     return replace(request, sampling=replace(request.sampling, max_tokens=max_tokens))
 
@@ -109,30 +145,29 @@ class TextualGradientDescent(Optimizer):
     ):
         super().__init__(parameters)
         self.engine = resolve_engine(engine, "the optimizer")
-        tags = tuple(new_variable_tags) if new_variable_tags is not None else DEFAULT_TAGS
-        if len(tags) != 2 or not all(isinstance(t, str) and t for t in tags):
-            raise InvalidInputError("new_variable_tags must be two non-empty strings: [start_tag, end_tag].")
-        if not isinstance(gradient_memory, int) or gradient_memory < 0:
-            raise InvalidInputError(f"gradient_memory must be an int >= 0, got {gradient_memory!r}.")
-        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
-            raise InvalidInputError(f"max_tokens must be a positive int or None, got {max_tokens!r}.")
+        tags = new_variable_tags if new_variable_tags is not None else DEFAULT_TAGS
+        if not isinstance(tags, (list, tuple)) or len(tags) != 2 or not all(isinstance(t, str) and t for t in tags):
+            raise InvalidInputError(f"new_variable_tags must be two non-empty strings: [start_tag, end_tag], got {tags!r:.80}.")
+        tags = tuple(tags)
+        check_int("gradient_memory", gradient_memory, 0)
+        if max_tokens is not None:
+            check_int("max_tokens", max_tokens, 1)
+        if not isinstance(include_context, bool):
+            raise InvalidInputError(f"include_context must be True or False, got {include_context!r}.")
+        if not isinstance(verbose, bool):
+            check_int("verbose", verbose, 0)
+        if not isinstance(optimizer_system_prompt, str):
+            raise InvalidInputError(f"optimizer_system_prompt must be a str, got {type(optimizer_system_prompt).__name__}.")
         self.tags = tags
         self.new_variable_tags = list(tags)
         self.constraint = tagged(*tags)
         self.verbose = verbose
-        self.constraints = [str(c) for c in (constraints or [])]
-        self.in_context_examples = [str(e) for e in (in_context_examples or [])]
+        self.constraints = text_list("constraints", constraints)
+        self.in_context_examples = text_list("in_context_examples", in_context_examples)
         self.gradient_memory = gradient_memory
         self.max_tokens = max_tokens
         self.include_context = include_context
-        try:
-            self.optimizer_system_prompt = optimizer_system_prompt.format(
-                start_tag=tags[0], end_tag=tags[1], new_variable_start_tag=tags[0], new_variable_end_tag=tags[1]
-            )
-        except (KeyError, IndexError) as exc:
-            raise InvalidInputError(
-                f"optimizer_system_prompt has an unknown placeholder {exc}; use {{start_tag}} and {{end_tag}}."
-            ) from exc
+        self.optimizer_system_prompt = fill_tags(optimizer_system_prompt, tags)
         self.state: dict[str, Any] = {"steps": 0, "memory": [[] for _ in self.parameters]}
 
     def _request(self, index: int, variable: Variable) -> Request:
@@ -192,10 +227,20 @@ class TextualGradientDescent(Optimizer):
         """Restore a state from `state_dict()`."""
         if not isinstance(state, dict) or "steps" not in state or "memory" not in state:
             raise InvalidInputError("load_state_dict needs a dict from TGD.state_dict() with 'steps' and 'memory'.")
-        if len(state["memory"]) != len(self.parameters):
+        check_int("The state's steps", state["steps"], 0)
+        memory = state["memory"]
+        if not isinstance(memory, list) or not all(isinstance(m, list) for m in memory):
+            raise InvalidInputError("The state's memory must be a list (one per parameter) of lists of past versions.")
+        if len(memory) != len(self.parameters):
             raise InvalidInputError(
-                f"The state holds memory for {len(state['memory'])} parameters; this optimizer has {len(self.parameters)}."
+                f"The state holds memory for {len(memory)} parameters; this optimizer has {len(self.parameters)}."
             )
+        for entries in memory:
+            for entry in entries:
+                if not isinstance(entry, dict) or set(entry) != {"value", "feedback"} or not all(isinstance(v, str) for v in entry.values()):
+                    raise InvalidInputError(
+                        f"Each memory entry must be {{'value': str, 'feedback': str}}, got {entry!r:.80}."
+                    )
         self.state = copy.deepcopy(state)
 
 

@@ -2,7 +2,7 @@
 
 EVALUATION_SYSTEM_PROMPT = "You are an evaluation system that compares the given fields."
 
-MULTI_FIELD_LINE = "**{name}**: {{{name}}}"
+MULTI_FIELD_LINE = "**{name}**: {{{field}}}"
 
 TEST_TIME_SYSTEM_PROMPT = (
     "You evaluate an answer to a multiple-choice question. Do not solve the question. "

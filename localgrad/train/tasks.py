@@ -148,6 +148,11 @@ def load_qa_file(path: str | Path, question_key: str = "question", answer_key: s
                 f"{path}, {where}: missing key(s) {missing}; it has {sorted(record)}. "
                 "Pass question_key=/answer_key= (--question-key/--answer-key) to use other names."
             )
+        values = [record[question_key], record[answer_key]]
+        if not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) and str(v).strip() for v in values):
+            raise InvalidInputError(
+                f"{path}, {where}: {question_key!r} and {answer_key!r} must be non-empty text or numbers, got {values!r:.120}."
+            )
         examples.append(Example(str(record[question_key]), str(record[answer_key]).strip()))
     if not examples:
         raise InvalidInputError(f"{path} holds no question/answer pairs.")

@@ -63,14 +63,19 @@ class TrainerConfig:
             _positive("steps", self.steps)
         if self.epochs is not None:
             _positive("epochs", self.epochs)
-        if not isinstance(self.seed, int):
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise InvalidInputError(f"TrainerConfig.seed must be an int, got {self.seed!r}.")
+        if not isinstance(self.revert_on_worse_val, bool):
+            raise InvalidInputError(f"TrainerConfig.revert_on_worse_val must be True or False, got {self.revert_on_worse_val!r}.")
         if self.eval_batch_size is not None:
             _positive("eval_batch_size", self.eval_batch_size)
         for name in ("initial_prompt", "prompt_role"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
                 raise InvalidInputError(f"TrainerConfig.{name} must be a non-empty string.")
-        object.__setattr__(self, "constraints", tuple(str(c) for c in self.constraints))
+        rules = (self.constraints,) if isinstance(self.constraints, str) else self.constraints
+        if not isinstance(rules, (list, tuple)) or not all(isinstance(c, str) for c in rules):
+            raise InvalidInputError(f"TrainerConfig.constraints must be a str or a list of str, got {self.constraints!r:.80}.")
+        object.__setattr__(self, "constraints", tuple(rules))
 
     def total_steps(self, train_size: int) -> int:
         """How many optimization steps this config asks for on a training set of `train_size`."""
