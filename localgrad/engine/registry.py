@@ -91,7 +91,8 @@ def get_engine(name: Union[str, Engine, Any], **options: Any) -> Engine:
 
     A textgrad-style engine object (with a `generate` method) is wrapped as it is.
 
-    Engine options: cache (bool or directory), max_batch_size, temperature, max_tokens, top_p, seed.
+    Engine options: cache (bool or directory), max_batch_size (requests computed together, for every backend;
+    default: the backend's), temperature, max_tokens, top_p, seed.
     Everything else goes to the backend (device, dtype, n_ctx, base_url, tensor_parallel_size, ...).
     """
     if isinstance(name, Engine):
