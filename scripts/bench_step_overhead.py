@@ -5,8 +5,9 @@ Forward calls are timed with hooks on the model; the overhead of a step is the g
 forward and the start of the next. Its median, per batch size, should stay flat as the batch grows: work
 that grows with the batch belongs in the model, not around it. On a CPU the gap is also measured in CPU
 time of the generating thread (torch runs on that one thread with --threads 1), which other processes on
-a shared machine cannot inflate; on a GPU wall time counts (the hooks synchronize). Rows are plain
-(unconstrained) or carry TGD's tag constraint, or both (`--mode both`, the default).
+a shared machine cannot inflate; on a GPU wall time counts (the hooks synchronize). The part of it spent
+applying output constraints (localgrad's own per-step work) is timed apart. Rows are plain (unconstrained)
+or carry TGD's tag constraint, or both (`--mode both`, the default).
 
 Run: python scripts/bench_step_overhead.py [--engine embedded:transformers] [--batch 1 2 4 8 16 32]
      [--max-tokens 32] [--mode both|plain|constrained] [--repeat 2] [--threads 1]
@@ -18,6 +19,7 @@ import statistics
 import time
 
 import localgrad as tg
+from localgrad.backends import guided
 from localgrad.backends.constraints import tagged
 from localgrad.optimizer.tgd import DEFAULT_TAGS
 from localgrad.request import Request, SamplingSettings
@@ -52,6 +54,28 @@ class ForwardClock:
         self.spans, self.cpu_spans = [], []
 
 
+class GuideClock:
+    """Times every call of the constraint's logits processor (wall time after a sync on a GPU, else thread CPU time)."""
+
+    def __init__(self, synchronize):
+        self.calls: list[float] = []
+        self._sync = synchronize
+        inner = guided.GuidedLogitsProcessor.__call__
+
+        def timed(processor, input_ids, scores):
+            self._sync()
+            start = time.thread_time() if synchronize is None else time.perf_counter()
+            out = inner(processor, input_ids, scores)
+            if synchronize is None:
+                self.calls.append(time.thread_time() - start)
+            else:
+                synchronize()
+                self.calls.append(time.perf_counter() - start)
+            return out
+
+        guided.GuidedLogitsProcessor.__call__ = timed
+
+
 def requests(n: int, max_tokens: int, constrained: bool) -> list[Request]:
     sampling = SamplingSettings(max_tokens=max_tokens)
     if constrained:
@@ -63,8 +87,9 @@ def requests(n: int, max_tokens: int, constrained: bool) -> list[Request]:
                          sampling=sampling) for i in range(n)]
 
 
-def measure(engine, clock: ForwardClock, batch: list[Request]) -> dict:
+def measure(engine, clock: ForwardClock, guide: GuideClock, batch: list[Request]) -> dict:
     clock.reset()
+    guide.calls = []
     started = time.perf_counter()
     out = engine.generate_batch(batch)
     wall = time.perf_counter() - started
@@ -80,6 +105,7 @@ def measure(engine, clock: ForwardClock, batch: list[Request]) -> dict:
         "overhead_cpu_ms": 1000 * statistics.median(cpu_gaps),
         "overhead_cpu_mean_ms": 1000 * statistics.fmean(cpu_gaps),
         "forward_ms": 1000 * statistics.median(e - s for s, e in decode) if decode else 0.0,
+        "guide_ms": 1000 * statistics.median(guide.calls) if guide.calls else 0.0,
         "step_ms": 1000 * (spans[-1][1] - spans[0][1]) / steps if steps else 0.0,
         "tokens": sum(c.completion_tokens for c in out),
         "stopped": sum(c.finish_reason == "stop" for c in out),
@@ -103,6 +129,7 @@ def main() -> None:
 
     sync = torch.cuda.synchronize if str(backend.device).startswith("cuda") else None
     clock = ForwardClock(backend.model, sync or (lambda: None))
+    guide = GuideClock(sync)
     modes = ["plain", "constrained"] if args.mode == "both" else [args.mode]
     print(f"engine {args.engine} -> {backend.name} on {backend.device}, max_tokens {args.max_tokens}, "
           f"torch threads {torch.get_num_threads()}")
@@ -110,15 +137,16 @@ def main() -> None:
     key = "overhead_ms" if sync is not None else "overhead_cpu_ms"
     for mode in modes:
         print(f"\n{mode}: batch | steps | step ms | forward ms | overhead ms/step: wall median, CPU median, CPU mean "
-              f"({'wall' if sync else 'CPU'} median vs batch {args.batch[0]}) | tokens/s | stopped")
+              f"({'wall' if sync else 'CPU'} median vs batch {args.batch[0]}) | of which constraint ms | tokens/s | stopped")
         base = None
         for n in args.batch:
-            runs = [measure(engine, clock, requests(n, args.max_tokens, mode == "constrained")) for _ in range(args.repeat)]
+            runs = [measure(engine, clock, guide, requests(n, args.max_tokens, mode == "constrained"))
+                    for _ in range(args.repeat)]
             r = min(runs, key=lambda x: x[key])
             base = base or r[key]
             print(f"  {n:3d} | {r['steps']:3d} | {r['step_ms']:7.1f} | {r['forward_ms']:7.1f} | {r['overhead_ms']:6.2f}, "
                   f"{r['overhead_cpu_ms']:6.2f}, {r['overhead_cpu_mean_ms']:6.2f} ({r[key] / base:4.2f}x) | "
-                  f"{r['tokens'] / r['wall']:7.1f} | {r['stopped']}/{n}")
+                  f"{r['guide_ms']:5.2f} | {r['tokens'] / r['wall']:7.1f} | {r['stopped']}/{n}")
 
 
 if __name__ == "__main__":
