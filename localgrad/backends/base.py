@@ -22,6 +22,7 @@ class Backend(ABC):
     name: str = "backend"
     supports_images: bool = False
     constraint_kinds: tuple[str, ...] = ()
+    default_batch_size: int | None = None  # requests per call for an engine that sets no max_batch_size (None: all)
 
     @abstractmethod
     def generate_batch(self, requests: list[Request]) -> list[Completion]:

@@ -9,9 +9,11 @@ Completions end with finish_reason "stop" (end of generation, or a grammar match
 "length" (max_tokens) or `FINISH_DEAD_END` (a grammar that allows no token; only that sequence ends).
 
 `n_ctx` is per sequence: the context holds n_ctx * n_seq_max KV cells (the defaults, 4096 x 16, take
-about 1.5 GB for the embedded 135M model). llama.cpp's worker threads spin while they wait, so on a
-machine shared with other busy processes `n_threads` below the core count is much faster (1 thread
-beat 2 by 4x on a loaded 2-core machine).
+about 1.5 GB for the embedded 135M model). llama.cpp's worker threads spin while they wait, so every
+thread that has to fight another busy process for its core stalls them all: `n_threads` defaults to half
+the cores this process may use (at least one), which degrades gracefully when the machine is shared: on a
+2-core machine under a load of about 15, 8 sequences x 32 tokens took 23-35 s with 1 thread and 338-594 s
+with 2. On a dedicated machine, pass its core count.
 
 Determinism (`deterministic=True`, the default): flash attention off, a separate KV stream per
 sequence and one prefill call per prompt. Then a sequence's logits do not depend on which other
@@ -87,7 +89,7 @@ class LlamaCppOptions:
 
     n_ctx: tokens per sequence (prompt + completion); the context holds n_ctx * n_seq_max cells.
     n_seq_max: sequences decoded together; larger batches run in waves of this size.
-    n_threads: CPU threads (None: all cores; fewer when other busy processes share them).
+    n_threads: CPU threads (None: half the cores this process may use, at least 1; see the module docstring).
     n_batch: the most tokens one llama_decode takes (longer prompts prefill in pieces of this size).
     deterministic: batched output equals one-by-one output (see the module docstring).
     share_prefix: compute a prompt prefix shared by several requests once per wave.
@@ -112,11 +114,17 @@ class LlamaCppOptions:
             if not isinstance(getattr(self, name), bool):
                 raise EngineConfigError(f"LlamaCppOptions.{name} must be True or False, got {getattr(self, name)!r}.")
 
-
     @property
     def threads(self) -> int:
-        """The thread count to use: n_threads, or every core when it is None."""
-        return self.n_threads or os.cpu_count() or 1
+        """The thread count to use: n_threads, or default_threads() when it is None."""
+        return self.n_threads or default_threads()
+
+
+def default_threads() -> int:
+    """Half the cores this process may run on, at least one: spinning workers never fight each other for a core,
+    and other busy processes leave the rest free."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // 2)
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> None:
@@ -306,8 +314,8 @@ class LlamaCppBackend(Backend):
         self._one = (ll.llama_token_data * 1)()
         self._all_array = ll.llama_token_data_array(self._all, self.n_vocab, -1, False)
         self._one_array = ll.llama_token_data_array(self._one, 1, -1, False)
-        self._fillers = [toks[0] for toks in (self._tokenize(f, special=False) for f in _FILLERS) if len(toks) == 1]
-        self._visible_filler = self._tokenize(".", special=False)[0]
+        self._fillers = [toks[0] for toks in (self._tokenize(f) for f in _FILLERS) if len(toks) == 1]
+        self._visible_filler = self._tokenize(".")[0]
 
     def _chat_template(self) -> Any:
         from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -326,15 +334,16 @@ class LlamaCppBackend(Backend):
 
     # -- tokens ---------------------------------------------------------------------------------
 
-    def _tokenize(self, text: str, special: bool = True) -> list[int]:
+    def _tokenize(self, text: str, special: bool = False, bos: bool = False) -> list[int]:
+        """Token ids of `text`; `special` parses control-token text (`<|im_end|>`) as control tokens, `bos` adds BOS."""
         data = text.encode("utf-8")
         size = len(data) + 16
         buffer = (self._ll.llama_token * size)()
-        count = self._ll.llama_tokenize(self._vocab, data, len(data), buffer, size, special, special)
+        count = self._ll.llama_tokenize(self._vocab, data, len(data), buffer, size, bos, special)
         if count < 0:
             size = -count
             buffer = (self._ll.llama_token * size)()
-            count = self._ll.llama_tokenize(self._vocab, data, len(data), buffer, size, special, special)
+            count = self._ll.llama_tokenize(self._vocab, data, len(data), buffer, size, bos, special)
         if count < 0:
             raise LlamaCppError(f"could not tokenize a text of {len(data)} bytes", backend=self.name)
         return list(buffer[:count])
@@ -354,16 +363,35 @@ class LlamaCppBackend(Backend):
     def _token_text(self, token: int) -> str:
         return self._piece(token).decode("utf-8", errors="replace")
 
-    def tokenize_prompt(self, request: Request) -> list[int]:
-        """The request rendered with the model's chat template (generation prompt added) and tokenized."""
-        messages = [{"role": m.role, "content": m.text} for m in request.messages]
-        text = self._template.render(
-            messages=messages,
+    def _render(self, contents: list[str], request: Request) -> str:
+        return self._template.render(
+            messages=[{"role": m.role, "content": c} for m, c in zip(request.messages, contents)],
             add_generation_prompt=True,
             bos_token=self._token_text(self._bos) if self._bos >= 0 else "",
             eos_token=self._token_text(self._eos) if self._eos >= 0 else "",
         )
-        tokens = self._tokenize(text)
+
+    def tokenize_prompt(self, request: Request) -> list[int]:
+        """The request rendered with the model's chat template (generation prompt added) and tokenized.
+
+        Message text is tokenized as text: control-token strings typed into a message (`<|im_end|>`) stay
+        characters; only the template's own markers become control tokens. Such a message is rendered with a
+        placeholder, and its text tokenized apart and spliced in.
+        """
+        texts = [m.text for m in request.messages]
+        if not any(self._tokenize(t, special=True) != self._tokenize(t) for t in texts):
+            tokens = self._tokenize(self._render(texts, request), special=True, bos=True)
+        else:
+            marks = [f"\ue000{i}\ue001" for i in range(len(texts))]
+            pieces = re.split("\ue000(\\d+)\ue001", self._render(marks, request))
+            if [int(i) for i in pieces[1::2]] != list(range(len(texts))):
+                raise InvalidInputError(
+                    "A message contains control-token text (such as '<|im_end|>'), and this model's chat template does "
+                    "not render each message once, in order, so it cannot be kept as plain text. Remove that text."
+                )
+            tokens = self._tokenize(pieces[0], special=True, bos=True)
+            for index, template_text in zip(pieces[1::2], pieces[2::2]):
+                tokens += self._tokenize(texts[int(index)]) + self._tokenize(template_text, special=True)
         if len(tokens) > 1 and tokens[0] == tokens[1] == self._bos:
             tokens = tokens[1:]
         return tokens
@@ -437,14 +465,14 @@ class LlamaCppBackend(Backend):
         A value that is still blank gets a visible filler ('.') rather than whitespace, so it parses.
         """
         text = b"".join(self._piece(t) for t in seq.generated).decode("utf-8", errors="replace")
-        close = self._tokenize(seq.closing, special=False)
+        close = self._tokenize(seq.closing)
         if seq.opening and seq.opening.startswith(text) and len(text) < len(seq.opening):
-            rest = self._tokenize(seq.opening[len(text):], special=False)
+            rest = self._tokenize(seq.opening[len(text):])
             return [rest + [self._visible_filler] + close]
         if seq.opening and not text[len(seq.opening):].strip():
             return [[self._visible_filler] + close]
         begun = next((k for k in range(len(seq.closing) - 1, 0, -1) if text.endswith(seq.closing[:k])), 0)
-        tails = [self._tokenize(seq.closing[begun:], special=False)] if begun else []
+        tails = [self._tokenize(seq.closing[begun:])] if begun else []
         return tails + [close] + [[filler] + close for filler in self._fillers]
 
     def _force_close(self, seq: _Sequence) -> list[int] | None:
@@ -525,7 +553,7 @@ class LlamaCppBackend(Backend):
         grammar, literals, floor = None, ("", ""), 0
         if text is not None:
             literals = _root_literals(text)
-            floor = sum(len(self._tokenize(lit, special=False)) for lit in literals) + 2 if literals[1] else 0
+            floor = sum(len(self._tokenize(lit)) for lit in literals) + 2 if literals[1] else 0
             if max_tokens < floor:
                 raise InvalidInputError(
                     f"Request {index}: max_tokens={max_tokens} cannot fit its constraint, whose opening and closing "

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import importlib.util
 import io
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 from localgrad.backends.options import build_options
 from localgrad.backends.transformers import (
     TransformersBackend,
     TransformersOptions,
     device_and_dtype,
+    model_load_args,
     resolve_model_path,
 )
 from localgrad.errors import EngineConfigError
@@ -81,16 +82,23 @@ class TransformersVLMBackend(TransformersBackend):
                 f"The processor at {path} lacks a tokenizer or an image processor, so it cannot take images and text."
             )
         try:
-            model = AutoModelForImageTextToText.from_pretrained(str(path), dtype=dtype, **load)
+            model = AutoModelForImageTextToText.from_pretrained(str(path), **model_load_args(self.device, dtype), **load)
             self.model = model.to(self.device).eval()
         except (OSError, ValueError) as exc:
             raise EngineConfigError(f"Could not load the model at {path}: {exc}") from exc
         self.tokenizer = self.processor.tokenizer
-        self._ready_for_batches()
+        reserved = tuple(v for v in vars(self.processor).values() if isinstance(v, str))
+        self._ready_for_batches(False, getattr(self.processor, "chat_template", None) or "", reserved)
 
-    def prompt_text(self, request: Request) -> str:
-        """The request rendered with the processor's chat template, an image placeholder where each image goes."""
-        messages = [{"role": m.role, "content": [_item(part) for part in _parts(m.content)]} for m in request.messages]
+    def _chat(self, request: Request, text: Callable[[str], str] = str) -> list[dict[str, Any]]:
+        """The messages as the processor's chat-template items, each text part passed through `text`."""
+        return [{"role": m.role, "content": [_item(part, text) for part in _parts(m.content)]} for m in request.messages]
+
+    def _texts(self, request: Request) -> list[str]:
+        return [part for m in request.messages for part in _parts(m.content) if isinstance(part, str)]
+
+    def _render(self, messages: list[dict[str, Any]]) -> str:
+        """The messages rendered with the processor's chat template, an image placeholder where each image goes."""
         if getattr(self.processor, "chat_template", None):
             return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         placeholder = getattr(self.processor, "image_token", "<image>")
@@ -110,17 +118,18 @@ class TransformersVLMBackend(TransformersBackend):
         ]
         bos = self.tokenizer.bos_token
         add_special = not (bos and all(p.startswith(bos) for p in prompts))
+        texts, spliced = self._guarded(requests, prompts)
         batch = self.processor(
-            text=prompts, images=images or None, padding=True, return_tensors="pt", add_special_tokens=add_special
+            text=texts, images=images or None, padding=True, return_tensors="pt", add_special_tokens=add_special
         )
-        return batch.to(self.device, dtype=self.model.dtype)
+        return self._splice(batch, spliced).to(self.device, dtype=self.model.dtype)
 
 
 def _parts(content: Union[str, tuple[ContentPart, ...]]) -> tuple[ContentPart, ...]:
     return (content,) if isinstance(content, str) else content
 
 
-def _item(part: ContentPart) -> dict[str, str]:
+def _item(part: ContentPart, text: Callable[[str], str]) -> dict[str, str]:
     if isinstance(part, ImageContent):
         return {"type": "image"}
-    return {"type": "text", "text": part}
+    return {"type": "text", "text": text(part)}

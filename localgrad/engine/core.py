@@ -88,8 +88,9 @@ class Engine(EngineLM):
 
     `backend` is a Backend, or a function that builds one on first use (engines for servers connect
     on their first call, as textgrad's did); such an engine needs `model_string`.
-    `max_batch_size` caps how many requests go to the backend in one call (1 runs them one by one,
-    the reference order for checking that batching changes nothing).
+    `max_batch_size` is how many requests the backend computes together in one call, for every backend
+    (1 runs them one by one, the reference order for checking that batching changes nothing). None takes
+    the backend's `default_batch_size` (the transformers backend's is sized for its device), or all at once.
     `model_string` is the model's name (default: the backend's name).
     """
 
@@ -159,7 +160,7 @@ class Engine(EngineLM):
         with self._lock:
             self.usage.requests += len(requests)
             self.usage.cached += len(requests) - len(pending)
-        step = self.max_batch_size or max(len(pending), 1)
+        step = self.max_batch_size or self.backend.default_batch_size or max(len(pending), 1)
         for start in range(0, len(pending), step):
             chunk = pending[start:start + step]
             sent = [self._for_backend(requests[i]) for i in chunk]

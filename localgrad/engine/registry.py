@@ -169,8 +169,9 @@ def get_engine(engine_name: Union[str, Engine, Any], **options: Any) -> Engine:
     ChatVLLM) and connect on their first call; under textgrad's names they also give requests without a
     system prompt textgrad's default one, as textgrad did.
 
-    Engine options: cache (bool, directory or diskcache.Cache), max_batch_size, temperature, max_tokens,
-    top_p, seed. Everything else goes to the backend (device, dtype, n_ctx, base_url, tensor_parallel_size, ...).
+    Engine options: cache (bool, directory or diskcache.Cache), max_batch_size (requests computed together,
+    for every backend; default: the backend's), temperature, max_tokens, top_p, seed. Everything else goes
+    to the backend (device, dtype, n_ctx, base_url, tensor_parallel_size, ...).
     textgrad's own names take `cache` only as 'experimental:<model>', as in textgrad.
     """
     if not isinstance(engine_name, str) and (isinstance(engine_name, Engine) or callable(getattr(engine_name, "generate", None))):
