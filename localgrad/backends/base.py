@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from localgrad.request import Completion, Request
+from localgrad.request import Completion, Constraint, ImageContent, Message, Request, SamplingSettings
+
+# The request types lived here before localgrad.request; scripts that import them from here keep working.
+__all__ = ["Backend", "Completion", "Constraint", "ImageContent", "Message", "Request", "SamplingSettings"]
 
 
 class Backend(ABC):
