@@ -99,7 +99,7 @@ class Constraint:
     `grammar` optionally carries the same language as a GBNF grammar, for backends
     (llama.cpp) that take grammars rather than regexes. `tags` marks a tag constraint built by
     `localgrad.backends.constraints.tagged`, so backends can rebuild it within a token budget;
-    `tag_free` says its value may hold no tag at all (only the closing tag otherwise).
+    `tag_free` says its value may not even start a tag (otherwise only the closing tag is excluded).
     """
 
     regex: str | None = None

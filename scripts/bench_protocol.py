@@ -134,7 +134,8 @@ def main() -> None:
     grads = feedback(llama)
     flat = [g for fb in grads for g in fb]
     print(f"feedback: {len(flat)} gradients, {sum(map(repeats, flat))} repeat a sentence 3+ times, "
-          f"{sum(bool(STRICT.search(g)) for g in flat)} hold a scaffolding tag ({time.perf_counter() - start:.0f} s)")
+          f"{sum(bool(STRICT.search(g)) for g in flat)} hold a scaffolding tag ({time.perf_counter() - start:.0f} s)",
+          flush=True)
     report = {"feedback": grads}
     for path in args.paths:
         if path == "transformers":
@@ -146,10 +147,10 @@ def main() -> None:
         start = time.perf_counter()
         rows = update(engine, grads)
         report[path] = rows
-        print(f"{path}: {json.dumps(summary(rows))} ({time.perf_counter() - start:.0f} s)")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=1)
+        print(f"{path}: {json.dumps(summary(rows))} ({time.perf_counter() - start:.0f} s)", flush=True)
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(report, f, indent=1)
 
 
 if __name__ == "__main__":

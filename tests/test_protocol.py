@@ -19,6 +19,7 @@ from localgrad.errors import InvalidInputError, OutputParseError
 from localgrad.optimizer.update import read_update, update_constraint, update_prompt
 from localgrad.prompts.tags import TAG_NAMES
 from localgrad.protocol import (
+    OPENING,
     TAG,
     cut_repetition,
     escape,
@@ -118,27 +119,43 @@ def test_the_grammar_is_the_regex_on_llama_cpp():
     from localgrad.models import embedded_gguf_path
 
     backend = from_spec(str(embedded_gguf_path()), n_ctx=256, n_seq_max=1, n_threads=1)
+    ll = backend._ll
+    token = {ch: backend._tokenize(ch, special=False) for ch in "<>/\\IVa_ \nx"}
+    assert all(len(t) == 1 for t in token.values())
+
+    def advance(sampler, text):
+        """A clone of `sampler` after `text`, or None when the grammar refuses a character."""
+        clone = ll.llama_sampler_clone(sampler)
+        for ch in text:
+            if not backend._allows(clone, token[ch][0]):
+                ll.llama_sampler_free(clone)
+                return None
+            ll.llama_sampler_accept(clone, token[ch][0])
+        return clone
+
+    def walk(sampler, body, alphabet, depth, constraint):
+        """Every body up to `depth` more characters: the grammar ends the answer exactly where the regex matches."""
+        closed = advance(sampler, "</IV>")
+        text = "<IV>" + body + "</IV>"
+        assert (closed is not None and backend._allows(closed, backend._eos)) == bool(re.fullmatch(constraint.regex, text)), text
+        if closed is not None:
+            ll.llama_sampler_free(closed)
+        for ch in alphabet if depth else ():
+            nxt = advance(sampler, ch)
+            if nxt is None:
+                assert not re.fullmatch(constraint.regex, "<IV>" + body + ch + "</IV>"), body + ch
+                continue
+            walk(nxt, body + ch, alphabet, depth - 1, constraint)
+            ll.llama_sampler_free(nxt)
+
     try:
-        token = {ch: backend._tokenize(ch, special=False) for ch in "<>/\\IVAa_ \nx"}
-        assert all(len(t) == 1 for t in token.values())
-
-        def accepts(grammar, text):
-            sampler = backend._parse_grammar(0, grammar)
-            try:
-                for ch in text:
-                    if not backend._allows(sampler, token[ch][0]):
-                        return False
-                    backend._ll.llama_sampler_accept(sampler, token[ch][0])
-                return backend._complete(sampler)
-            finally:
-                backend._ll.llama_sampler_free(sampler)
-
         for tag_free, alphabet in ((False, "</IV> x"), (True, "<>/\\IVa_\n")):
             constraint = tagged("<IV>", "</IV>", tag_free)
-            for length in range(5):
-                for chars in itertools.product(alphabet, repeat=length):
-                    text = "<IV>" + "".join(chars) + "</IV>"
-                    assert accepts(constraint.grammar, text) == bool(re.fullmatch(constraint.regex, text)), text
+            parsed = backend._parse_grammar(0, constraint.grammar)
+            start = advance(parsed, "<IV>")
+            walk(start, "", alphabet, 4, constraint)
+            ll.llama_sampler_free(start)
+            ll.llama_sampler_free(parsed)
     finally:
         backend.close()
 
@@ -167,12 +184,13 @@ def test_optimizer_tags_must_be_capital_tags():
 def test_escaping_round_trips_and_leaves_no_tag(text):
     shown = escape(text)
     assert unescape(shown) == text
-    assert TAG.search(shown) is None
+    assert OPENING.search(shown) is None
 
 
 def test_escaped_forms_are_what_a_model_copies():
     assert escape("a </VARIABLE> b <\\FEEDBACK>") == "a </\\VARIABLE> b <\\\\FEEDBACK>"
     assert escape("<div> if a<b </variable>") == "<div> if a<b </variable>"
+    assert escape("List<String> </VARIABLE >") == "List<\\String> </\\VARIABLE >"
 
 
 def test_every_tag_in_the_prompts_is_a_known_tag_name():
@@ -238,7 +256,7 @@ def test_an_echo_of_the_instruction_is_refused_and_nothing_changes():
 
 def test_scaffolding_in_a_new_value_is_refused_unless_the_old_value_had_it():
     raw = START + "Better answer.\n</VARIABLE>\n<FEEDBACK> ok" + END
-    assert read_update(raw, "Answer.", TAGS) == (None, "the value holds the tag </VARIABLE>, and values may hold tags only escaped")
+    assert read_update(raw, "Answer.", TAGS) == (None, "the value holds the start of a tag, '</V', and values may hold tags only escaped")
     copied = START + "Better answer <\\FEEDBACK>" + END
     assert read_update(copied, "Answer.", TAGS)[1] == "the value holds <FEEDBACK>, a tag of the prompt that the old value does not hold"
     assert read_update(copied, "Answer <FEEDBACK>", TAGS) == ("Better answer <FEEDBACK>", "")
@@ -255,6 +273,9 @@ def test_a_loop_is_cut_at_its_first_repeat():
     assert cut_repetition(looped) == "Two issues. " + sentence
     assert cut_repetition("A b c d. E f g. " * 3 + "end") == "A b c d. E f g."
     assert cut_repetition("ha " * 13) == "ha"
+    scattered = "The code is not optimized at all. It is slow. The code is not optimized at all. Use a set. " \
+                "The code is not optimized at all. Done"
+    assert cut_repetition(scattered) == "The code is not optimized at all. It is slow."
 
 
 @pytest.mark.parametrize("text", [
@@ -262,6 +283,7 @@ def test_a_loop_is_cut_at_its_first_repeat():
     "x = 0\nx = 0\nx = 0\n",
     "Be short. Be short. Use numbers.",
     "1. Check the units.\n2. Check the sum.\n3. Check the units.\n4. Check the sum.",
+    "Add the numbers one by one. Then add the numbers one by one again to check.",
 ])
 def test_text_without_a_loop_is_unchanged(text):
     assert cut_repetition(text) == text

@@ -3,9 +3,10 @@ plus the parser that reads exactly the language the constraint allows.
 
 The language of `tagged(start, end)` is `start`, a body, then `end`. The body is any text that is not blank
 and does not hold `end`; `<` and markup are fine, so code and HTML variables survive a constrained update.
-With `tag_free=True` the body holds no tag at all (`<NAME>` or `</NAME>`, NAME in capitals, digits and
-`_`, as `localgrad.protocol` defines tags), so a model cannot copy a prompt's scaffolding into a value;
-values shown in prompts are escaped the same way, so copying them stays possible.
+With `tag_free=True` the body holds not even the start of a tag (`<` or `</` before a capital or `_`, as
+`localgrad.protocol` defines it), so a model can neither copy a prompt's scaffolding into a value nor
+invent a near-copy (`</VARIABLE >`, `<FEEDBACK_VARIABLE_...`); it closes the value instead. Values shown in
+prompts are escaped the same way, so copying them stays possible.
 `read_tagged` accepts a text when it begins (after whitespace) with a string of that language, and
 returns that string's body: what follows the first `end` is not part of the answer.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import re
 
 from localgrad.errors import InvalidInputError
-from localgrad.protocol import NAME_FIRST, NAME_REST, TAG
+from localgrad.protocol import NAME_FIRST, OPENING, TAG
 from localgrad.request import Constraint
 
 BLANK = " \t\r\n"
@@ -53,9 +54,7 @@ def _regex_pieces(end: str, tag_free: bool) -> tuple[str, str]:
     `tail` is what may follow `end[0]` to leave every forbidden word on a character other than `end[0]`."""
     lead = _regex_class_char(end[0])
     if tag_free:
-        name = f"[{NAME_FIRST}][{NAME_REST}]*"
-        leave = f"[^<>{NAME_REST}]"
-        return f"(?:</?(?:{name})?)", f"(?:[^</{NAME_FIRST}]|/(?:[^<{NAME_FIRST}]|{name}{leave})|{name}{leave})"
+        return "(?:</?)", f"(?:[^</{NAME_FIRST}]|/[^<{NAME_FIRST}])"
     path, tail = "", f"[^{lead}{_regex_class_char(end[-1])}]"
     for ch in reversed(end[1:-1]):
         path = f"(?:{re.escape(ch)}{path})?"
@@ -64,8 +63,8 @@ def _regex_pieces(end: str, tag_free: bool) -> tuple[str, str]:
 
 
 def tagged_body_regex(end: str, max_units: int | None = None, tag_free: bool = False) -> str:
-    """A regex for any text with a non-blank character that holds neither `end` nor, when `tag_free`, any tag;
-    at most about `max_units` characters long when given."""
+    """A regex for any text with a non-blank character that holds neither `end` nor, when `tag_free`, the start
+    of any tag; at most about `max_units` characters long when given."""
     _check_tags("<", end, tag_free)
     partial, tail = _regex_pieces(end, tag_free)
     lead = _regex_class_char(end[0])
@@ -77,12 +76,7 @@ def tagged_body_regex(end: str, max_units: int | None = None, tag_free: bool = F
 def _grammar_pieces(end: str, tag_free: bool) -> list[str]:
     """GBNF rules `partial` and `tail0`, the counterparts of `_regex_pieces`."""
     if tag_free:
-        return [
-            'partial ::= "<" "/"? name?',
-            f"name ::= [{NAME_FIRST}] [{NAME_REST}]*",
-            f'tail0 ::= [^</{NAME_FIRST}] | "/" close | name [^<>{NAME_REST}]',
-            f"close ::= [^<{NAME_FIRST}] | name [^<>{NAME_REST}]",
-        ]
+        return ['partial ::= "<" "/"?', f'tail0 ::= [^</{NAME_FIRST}] | "/" [^<{NAME_FIRST}]']
     lead = _gbnf_class_char(end[0])
     rules = [f"partial ::= {_gbnf_literal(end[0])}" + (" path1" if len(end) > 2 else "")]
     for i, ch in enumerate(end[1:], start=1):
@@ -97,7 +91,7 @@ def _grammar_pieces(end: str, tag_free: bool) -> list[str]:
 
 def tagged_grammar(start: str, end: str, max_units: int | None = None, tag_free: bool = False) -> str:
     """The GBNF grammar of `start`, then any text that is not blank and holds neither `end` nor, when
-    `tag_free`, any tag, then `end` (the text at most about `max_units` characters long when given)."""
+    `tag_free`, the start of any tag, then `end` (the text at most about `max_units` characters long when given)."""
     _check_tags(start, end, tag_free)
     lead_literal, lead_class = _gbnf_literal(end[0]), _gbnf_class_char(end[0])
     repeat = "*" if max_units is None else f"{{0,{max_units}}}"
@@ -113,7 +107,7 @@ def tagged_grammar(start: str, end: str, max_units: int | None = None, tag_free:
 
 def tagged(start: str, end: str, tag_free: bool = False, max_units: int | None = None) -> Constraint:
     """A constraint forcing output to be exactly `start`, a value that is not blank and holds neither `end`
-    nor, when `tag_free`, any tag, then `end` (the value at most about `max_units` characters when given)."""
+    nor, when `tag_free`, the start of any tag, then `end` (the value at most about `max_units` characters when given)."""
     _check_tags(start, end, tag_free)
     regex = re.escape(start) + tagged_body_regex(end, max_units, tag_free) + re.escape(end)
     grammar = tagged_grammar(start, end, max_units, tag_free)
@@ -142,7 +136,7 @@ def read_tagged(text: str, start: str, end: str, tag_free: bool = False) -> tupl
 
     Accepts exactly what `tagged(start, end, tag_free)` lets a model write, after optional leading whitespace:
     the text must begin with `start`; the value runs to the first `end` (what follows is ignored), is not
-    blank, and holds no tag when `tag_free`. Tags match exactly (case and spaces included), as in the
+    blank, and holds not even the start of a tag when `tag_free`. Tags match exactly (case and spaces included), as in the
     constraint. The value comes back without surrounding whitespace.
     """
     _check_tags(start, end, tag_free)
@@ -152,9 +146,9 @@ def read_tagged(text: str, start: str, end: str, tag_free: bool = False) -> tupl
     body, found, _ = answer[len(start):].partition(end)
     if not found:
         return None, f"it has no {end} after {start} (cut off, or never closed)"
-    held = TAG.search(body) if tag_free else None
+    held = OPENING.search(body) if tag_free else None
     if held:
-        return None, f"the value holds the tag {held.group()}, and values may hold tags only escaped"
+        return None, f"the value holds the start of a tag, {held.group()!r}, and values may hold tags only escaped"
     value = body.strip(BLANK)
     if not value:
         return None, "the value between the tags is blank"

@@ -1,8 +1,8 @@
 """One parameter's update as TGD asks for it and reads it: the prompt, the constraint, the reading of the answer.
 
 The prompt shows the value, the feedback and every other text escaped (`localgrad.protocol`), so none of
-them can open or close a tag. The constraint allows exactly `<IMPROVED_VARIABLE>` + a body that holds no
-tag + `</IMPROVED_VARIABLE>`, and `read_update` accepts exactly that (after leading whitespace) on backends
+them can open or close a tag. The constraint allows exactly `<IMPROVED_VARIABLE>` + a body that holds not
+even the start of a tag + `</IMPROVED_VARIABLE>`, and `read_update` accepts exactly that (after leading whitespace) on backends
 that cannot constrain, too. The body is unescaped, so a value that holds tag text round-trips; a value
 holding a tag of the prompt that its old value did not hold (copied escaped from the feedback) is refused;
 a loop is cut.
@@ -40,7 +40,8 @@ def scaffolding(tags: Sequence[str]) -> tuple[str, ...]:
 
 
 def update_constraint(tags: Sequence[str]) -> Constraint:
-    """The output constraint of an update: the tags around a value that holds no tag (only escaped ones)."""
+    """The output constraint of an update: the tags around a value that holds no tag, not even the start of one
+    (only escaped ones)."""
     start, end = check_tags(tags)
     return tagged(start, end, tag_free=True)
 
