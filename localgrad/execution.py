@@ -12,6 +12,7 @@ from typing import Iterable, Sequence, Union
 from localgrad.autograd.function import GradientTask
 from localgrad.engine import Engine, resolve_engine
 from localgrad.errors import GraphError, InvalidInputError
+from localgrad.protocol import read_feedback
 from localgrad.variable import Variable
 
 
@@ -58,7 +59,7 @@ def run_tasks(tasks: list[GradientTask], engine: Engine) -> None:
     """Run every task's request in one engine batch, then append the feedback to each target in order."""
     pending = [t for t in tasks if t.request is not None]
     completions = engine.generate_batch([t.request for t in pending])
-    texts = {id(t): c.text for t, c in zip(pending, completions)}
+    texts = {id(t): read_feedback(c.text) for t, c in zip(pending, completions)}
     for task in tasks:
         text = texts.get(id(task), task.text)
         gradient = Variable(text, requires_grad=False, role_description=f"feedback to {task.target.role_description}")

@@ -111,13 +111,15 @@ class Constraint:
 
     `grammar` optionally carries the same language as a GBNF grammar, for backends
     (llama.cpp) that take grammars rather than regexes. `tags` marks a tag constraint built by
-    `localgrad.backends.constraints.tagged`, so backends can rebuild it within a token budget.
+    `localgrad.backends.constraints.tagged`, so backends can rebuild it within a token budget;
+    `tag_free` says its value may not even start a tag (otherwise only the closing tag is excluded).
     """
 
     regex: str | None = None
     json_schema: str | None = None
     grammar: str | None = None
     tags: tuple[str, str] | None = None
+    tag_free: bool = False
 
     def __post_init__(self):
         if (self.regex is None) == (self.json_schema is None):

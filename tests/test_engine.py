@@ -77,7 +77,7 @@ def test_tag_constraint_allows_markup_but_not_the_closing_tag():
     assert all(re.fullmatch(c.regex, s) for s in ok)
     assert not any(re.fullmatch(c.regex, s) for s in bad)
     assert "root ::=" in c.grammar
-    assert parse_tagged("noise <improved_variable > v </IMPROVED_VARIABLE>", "<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>") == "v"
+    assert parse_tagged("noise <improved_variable > v </IMPROVED_VARIABLE>", "<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>") is None
     assert parse_tagged("<IMPROVED_VARIABLE>cut off", "<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>") is None
     with pytest.raises(InvalidInputError, match="repeats its first character"):
         tagged("<A>", "<A<>")

@@ -10,6 +10,7 @@ from localgrad.engine import Engine, resolve_engine
 from localgrad.errors import InvalidInputError
 from localgrad.prompts import backward as P
 from localgrad.prompts import in_context as PI
+from localgrad.protocol import escape
 from localgrad.request import ContentPart, ImageContent, Request
 from localgrad.variable import Variable
 
@@ -50,19 +51,21 @@ def content_parts(pieces: Sequence[Union[str, Variable]]) -> Union[str, tuple[Co
 
 
 def feedback_text(output: Variable, objective: bool) -> str:
-    """The objective paragraph: the output is the loss itself, or it carries feedback from later on."""
+    """The objective paragraph: the output is the loss itself, or it carries feedback from later on (escaped)."""
     if objective and not output.gradients:
         return P.OBJECTIVE_IS_OUTPUT
-    return P.OBJECTIVE_FROM_FEEDBACK.format(output_role=output.role_description, output_feedback=output.get_gradient_text())
+    return P.OBJECTIVE_FROM_FEEDBACK.format(
+        output_role=escape(output.role_description), output_feedback=escape(output.get_gradient_text())
+    )
 
 
 def feedback_prompt(source: str, conversation: str, objective: str, target: Variable) -> str:
-    """The request for feedback on `target`; its value is shown unless the conversation already shows it."""
-    shown = isinstance(target.value, str) and target.value.strip() and target.value in conversation
-    variable = "" if shown else P.VARIABLE_BLOCK.format(role=target.role_description, value=text_of(target))
-    return P.FEEDBACK_REQUEST.format(
-        source=source, conversation=conversation, variable=variable, objective=objective, role=target.role_description
-    )
+    """The request for feedback on `target`; its value is shown (escaped) unless the conversation already shows it."""
+    value = escape(text_of(target))
+    shown = isinstance(target.value, str) and target.value.strip() and value in conversation
+    role = escape(target.role_description)
+    variable = "" if shown else P.VARIABLE_BLOCK.format(role=role, value=value)
+    return P.FEEDBACK_REQUEST.format(source=source, conversation=conversation, variable=variable, objective=objective, role=role)
 
 
 class LLMBackward(BackwardStep):
@@ -75,9 +78,9 @@ class LLMBackward(BackwardStep):
 
     def tasks(self, output: Variable, objective: bool, engine: Engine) -> list[GradientTask]:
         conversation = P.LLM_CALL_CONVERSATION.format(
-            system_prompt=self.system_prompt or "(none)",
-            input=_text(self.user_content),
-            output=output.value,
+            system_prompt=escape(self.system_prompt or "(none)"),
+            input=escape(_text(self.user_content)),
+            output=escape(output.value),
         )
         objective_text = feedback_text(output, objective)
         images = _images(self.user_content)

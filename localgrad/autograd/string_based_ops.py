@@ -11,6 +11,7 @@ from localgrad.autograd.llm_ops import feedback_prompt, feedback_text, text_of
 from localgrad.engine import Engine
 from localgrad.errors import InvalidInputError
 from localgrad.prompts import backward as P
+from localgrad.protocol import escape
 from localgrad.request import Request
 from localgrad.variable import Variable
 
@@ -24,10 +25,10 @@ class StringFunctionBackward(BackwardStep):
 
     def tasks(self, output: Variable, objective: bool, engine: Engine) -> list[GradientTask]:
         listing = "\n".join(
-            P.FUNCTION_INPUT_LINE.format(name=name, role=v.role_description, value=text_of(v))
+            P.FUNCTION_INPUT_LINE.format(name=escape(name), role=escape(v.role_description), value=escape(text_of(v)))
             for name, v in self.inputs.items()
         )
-        conversation = P.FUNCTION_CONVERSATION.format(purpose=self.purpose, inputs=listing, output=output.value)
+        conversation = P.FUNCTION_CONVERSATION.format(purpose=escape(self.purpose), inputs=listing, output=escape(output.value))
         objective_text = feedback_text(output, objective)
         tasks = []
         for target in dict.fromkeys(self.inputs.values()):

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from localgrad.request import Completion, Constraint, ImageContent, Message, Request, SamplingSettings
+from localgrad.request import (
+    Completion,
+    Constraint,
+    ImageContent,
+    Message,
+    Request,
+    SamplingSettings,
+)
 
 # The request types lived here before localgrad.request; scripts that import them from here keep working.
 __all__ = ["Backend", "Completion", "Constraint", "ImageContent", "Message", "Request", "SamplingSettings"]

@@ -1,15 +1,25 @@
 """Output constraints as data: the optimizer's tag format as a regex and an equivalent GBNF grammar,
-plus the tolerant parser used when a backend cannot constrain its output.
+plus the parser that reads exactly the language the constraint allows.
 
-The tag body may hold any text, `<` and markup included, except the closing tag itself, so code
-and HTML variables survive a constrained update.
+The language of `tagged(start, end)` is `start`, a body, then `end`. The body is any text that is not blank
+and does not hold `end`; `<` and markup are fine, so code and HTML variables survive a constrained update.
+With `tag_free=True` the body holds not even the start of a tag (`<` or `</` before a capital or `_`, as
+`localgrad.protocol` defines it), so a model can neither copy a prompt's scaffolding into a value nor
+invent a near-copy (`</VARIABLE >`, `<FEEDBACK_VARIABLE_...`); it closes the value instead. Values shown in
+prompts are escaped the same way, so copying them stays possible.
+`read_tagged` accepts a text when it begins (after whitespace) with a string of that language, and
+returns that string's body: what follows the first `end` is not part of the answer.
 """
 from __future__ import annotations
 
 import re
 
 from localgrad.errors import InvalidInputError
+from localgrad.protocol import NAME_FIRST, OPENING, TAG
 from localgrad.request import Constraint
+
+BLANK = " \t\r\n"
+BLANK_CLASS = " \\t\\r\\n"  # BLANK inside a regex or GBNF character class
 
 
 def _regex_class_char(ch: str) -> str:
@@ -17,16 +27,21 @@ def _regex_class_char(ch: str) -> str:
 
 
 def _gbnf_class_char(ch: str) -> str:
-    return {"\\": "\\\\", "]": "\\]", "^": "\\^", "-": "\\-", "[": "\\[", "\n": "\\n"}.get(ch, ch)
+    return {"\\": "\\\\", "]": "\\]", "^": "\\^", "-": "\\-", "[": "\\[", "\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(ch, ch)
 
 
 def _gbnf_literal(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t") + '"'
 
 
-def _check_tags(start: str, end: str) -> None:
-    if not start or not end:
-        raise InvalidInputError("Both tags of a tagged constraint must be non-empty strings.")
+def _check_tags(start: str, end: str, tag_free: bool) -> None:
+    if not isinstance(start, str) or not isinstance(end, str) or not start or len(end) < 2:
+        raise InvalidInputError("A tagged constraint needs a non-empty opening tag and a closing tag of two characters or more.")
+    if tag_free and not TAG.fullmatch(end):
+        raise InvalidInputError(
+            f"A tag-free constraint needs a closing tag like '</IMPROVED_VARIABLE>' (capitals, digits, '_'), got {end!r}."
+        )
     if end[0] in end[1:]:
         raise InvalidInputError(
             f"The closing tag {end!r} repeats its first character {end[0]!r}; "
@@ -34,44 +49,69 @@ def _check_tags(start: str, end: str) -> None:
         )
 
 
-def tagged_body_regex(end: str, max_units: int | None = None) -> str:
-    """A regex for any text with a non-space character that does not contain `end` (whose first character is unique),
-    at most about `max_units` characters long when given."""
-    first = _regex_class_char(end[0])
-    tail = f"[^{first}{_regex_class_char(end[-1])}]"
+def _regex_pieces(end: str, tag_free: bool) -> tuple[str, str]:
+    """(partial, tail): `partial` is `end[0]` plus any start of a forbidden word that stops short of it;
+    `tail` is what may follow `end[0]` to leave every forbidden word on a character other than `end[0]`."""
+    lead = _regex_class_char(end[0])
+    if tag_free:
+        return "(?:</?)", f"(?:[^</{NAME_FIRST}]|/[^<{NAME_FIRST}])"
+    path, tail = "", f"[^{lead}{_regex_class_char(end[-1])}]"
     for ch in reversed(end[1:-1]):
-        tail = f"(?:[^{first}{_regex_class_char(ch)}]|{re.escape(ch)}{tail})"
-    opener = f"{re.escape(end[0])}+{tail}"
+        path = f"(?:{re.escape(ch)}{path})?"
+        tail = f"(?:[^{lead}{_regex_class_char(ch)}]|{re.escape(ch)}{tail})"
+    return f"(?:{re.escape(end[0])}{path})", tail
+
+
+def tagged_body_regex(end: str, max_units: int | None = None, tag_free: bool = False) -> str:
+    """A regex for any text with a non-blank character that holds neither `end` nor, when `tag_free`, the start
+    of any tag; at most about `max_units` characters long when given."""
+    _check_tags("<", end, tag_free)
+    partial, tail = _regex_pieces(end, tag_free)
+    lead = _regex_class_char(end[0])
+    opened = f"{partial}*{re.escape(end[0])}{tail}"
     repeat = "*" if max_units is None else f"{{0,{max_units}}}"
-    return f"[ \\t\\r\\n]*(?:[^{first} \\t\\r\\n]|{opener})(?:[^{first}]|{opener}){repeat}"
+    return f"[{BLANK_CLASS}]*(?:(?:[^{lead}{BLANK_CLASS}]|{opened})(?:[^{lead}]|{opened}){repeat}{partial}*|{partial}+)"
 
 
-def tagged_grammar(start: str, end: str, max_units: int | None = None) -> str:
-    """The GBNF grammar of `start`, then any text without `end` that is not blank, then `end`
-    (the text at most about `max_units` characters long when given)."""
-    _check_tags(start, end)
-    first = _gbnf_class_char(end[0])
+def _grammar_pieces(end: str, tag_free: bool) -> list[str]:
+    """GBNF rules `partial` and `tail0`, the counterparts of `_regex_pieces`."""
+    if tag_free:
+        return ['partial ::= "<" "/"?', f'tail0 ::= [^</{NAME_FIRST}] | "/" [^<{NAME_FIRST}]']
+    lead = _gbnf_class_char(end[0])
+    rules = [f"partial ::= {_gbnf_literal(end[0])}" + (" path1" if len(end) > 2 else "")]
+    for i, ch in enumerate(end[1:], start=1):
+        diverge = f"[^{lead}{_gbnf_class_char(ch)}]"
+        if i == len(end) - 1:
+            rules.append(f"tail{i - 1} ::= {diverge}")
+        else:
+            rules.append(f"tail{i - 1} ::= {diverge} | {_gbnf_literal(ch)} tail{i}")
+            rules.append(f"path{i} ::= ({_gbnf_literal(ch)}" + (f" path{i + 1}" if i + 1 < len(end) - 1 else "") + ")?")
+    return rules
+
+
+def tagged_grammar(start: str, end: str, max_units: int | None = None, tag_free: bool = False) -> str:
+    """The GBNF grammar of `start`, then any text that is not blank and holds neither `end` nor, when
+    `tag_free`, the start of any tag, then `end` (the text at most about `max_units` characters long when given)."""
+    _check_tags(start, end, tag_free)
+    lead_literal, lead_class = _gbnf_literal(end[0]), _gbnf_class_char(end[0])
     repeat = "*" if max_units is None else f"{{0,{max_units}}}"
     rules = [
         f"root ::= {_gbnf_literal(start)} body {_gbnf_literal(end)}",
-        f"body ::= [ \\t\\r\\n]* (first-unit) unit{repeat}",
-        f"first-unit ::= [^{first} \\t\\r\\n] | {_gbnf_literal(end[0])}+ x1",
-        f"unit ::= [^{first}] | {_gbnf_literal(end[0])}+ x1",
+        f"body ::= [{BLANK_CLASS}]* (first unit{repeat} partial* | partial+)",
+        f"first ::= [^{lead_class}{BLANK_CLASS}] | partial* {lead_literal} tail0",
+        f"unit ::= [^{lead_class}] | partial* {lead_literal} tail0",
+        *_grammar_pieces(end, tag_free),
     ]
-    for i, ch in enumerate(end[1:], start=1):
-        diverge = f"[^{first}{_gbnf_class_char(ch)}]"
-        if i == len(end) - 1:
-            rules.append(f"x{i} ::= {diverge}")
-        else:
-            rules.append(f"x{i} ::= {diverge} | {_gbnf_literal(ch)} x{i + 1}")
     return "\n".join(rules) + "\n"
 
 
-def tagged(start: str, end: str) -> Constraint:
-    """A constraint forcing output to be exactly `start`, a value that is not blank, then `end`."""
-    _check_tags(start, end)
-    regex = re.escape(start) + tagged_body_regex(end) + re.escape(end)
-    return Constraint(regex=regex, grammar=tagged_grammar(start, end), tags=(start, end))
+def tagged(start: str, end: str, tag_free: bool = False, max_units: int | None = None) -> Constraint:
+    """A constraint forcing output to be exactly `start`, a value that is not blank and holds neither `end`
+    nor, when `tag_free`, the start of any tag, then `end` (the value at most about `max_units` characters when given)."""
+    _check_tags(start, end, tag_free)
+    regex = re.escape(start) + tagged_body_regex(end, max_units, tag_free) + re.escape(end)
+    grammar = tagged_grammar(start, end, max_units, tag_free)
+    return Constraint(regex=regex, grammar=grammar, tags=(start, end), tag_free=tag_free)
 
 
 CHARS_PER_TOKEN_FLOOR = 3
@@ -88,29 +128,33 @@ def within_budget(constraint: Constraint | None, max_tokens: int) -> Constraint 
     max_units = CHARS_PER_TOKEN_FLOOR * (max_tokens - reserve)
     if max_units < 1:
         return constraint
-    regex = re.escape(start) + tagged_body_regex(end, max_units) + re.escape(end)
-    return Constraint(regex=regex, grammar=tagged_grammar(start, end, max_units), tags=constraint.tags)
+    return tagged(start, end, constraint.tag_free, max_units)
 
 
-def _loose_tag(tag: str) -> str:
-    inner = tag.strip()
-    if inner.startswith("<") and inner.endswith(">"):
-        inner = inner[1:-1].strip()
-        closing = inner.startswith("/")
-        name = inner[1:].strip() if closing else inner
-        return r"<\s*" + (r"/\s*" if closing else "") + re.escape(name) + r"\s*>"
-    return re.escape(tag)
+def read_tagged(text: str, start: str, end: str, tag_free: bool = False) -> tuple[str | None, str]:
+    """The value of a tagged answer, or None and the reason it is refused.
 
-
-def parse_tagged(text: str, start: str, end: str) -> str | None:
-    """The text between the first `start` tag and the next `end` tag, stripped; None when either is missing.
-
-    Tolerant of case and of spaces inside the tags; strict about both tags being there,
-    so a truncated answer is never taken as a value.
+    Accepts exactly what `tagged(start, end, tag_free)` lets a model write, after optional leading whitespace:
+    the text must begin with `start`; the value runs to the first `end` (what follows is ignored), is not
+    blank, and holds not even the start of a tag when `tag_free`. Tags match exactly (case and spaces included), as in the
+    constraint. The value comes back without surrounding whitespace.
     """
-    pattern = re.compile(_loose_tag(start) + r"(.*?)" + _loose_tag(end), re.IGNORECASE | re.DOTALL)
-    match = pattern.search(text)
-    if match is None:
-        return None
-    value = match.group(1).strip()
-    return value or None
+    _check_tags(start, end, tag_free)
+    answer = text.lstrip(BLANK)
+    if not answer.startswith(start):
+        return None, f"it does not begin with {start}"
+    body, found, _ = answer[len(start):].partition(end)
+    if not found:
+        return None, f"it has no {end} after {start} (cut off, or never closed)"
+    held = OPENING.search(body) if tag_free else None
+    if held:
+        return None, f"the value holds the start of a tag, {held.group()!r}, and values may hold tags only escaped"
+    value = body.strip(BLANK)
+    if not value:
+        return None, "the value between the tags is blank"
+    return value, ""
+
+
+def parse_tagged(text: str, start: str, end: str, tag_free: bool = False) -> str | None:
+    """The value of a tagged answer as `read_tagged` reads it, or None when it is refused."""
+    return read_tagged(text, start, end, tag_free)[0]

@@ -1,9 +1,9 @@
 """Textual Gradient Descent: rewrite every parameter from its feedback, all in one batch.
 
 Each update request carries a tag constraint, so backends that constrain decoding (outlines,
-llama.cpp grammars, vLLM structured outputs) always return a parseable value; for the others a
-tolerant parser reads the tags, and a missing tag is an error that names the parameter and
-shows the raw output. A step applies all updates or none.
+llama.cpp grammars, vLLM structured outputs) always return a readable value; for the others the
+same rule is applied after the fact (`localgrad.optimizer.update`), and a refused answer is an error
+that names the parameter, the reason and shows the raw output. A step applies all updates or none.
 """
 from __future__ import annotations
 
@@ -14,9 +14,14 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any, Optional, Sequence, Union
 
-from localgrad.backends.constraints import parse_tagged, tagged
 from localgrad.engine import Engine, resolve_engine
 from localgrad.errors import GraphError, InvalidInputError, OutputParseError, check_int
+from localgrad.optimizer.update import (
+    check_tags,
+    read_update,
+    update_constraint,
+    update_prompt,
+)
 from localgrad.prompts import optimizer as P
 from localgrad.request import Request
 from localgrad.variable import Variable
@@ -56,39 +61,6 @@ class Optimizer(ABC):
     @abstractmethod
     def step(self) -> None:
         """Update the parameters from their feedback."""
-
-
-def update_prompt(
-    variable: Variable,
-    tags: Sequence[str],
-    constraints: Sequence[str],
-    memory: Sequence[dict[str, str]],
-    examples: Sequence[str],
-    include_context: bool,
-) -> str:
-    """The user message asking for one parameter's new value."""
-    feedback = []
-    for g in variable.gradients:
-        context = variable.gradients_context.get(g)
-        if include_context and context:
-            feedback.append(P.FEEDBACK_WITH_CONTEXT.format(feedback=g.value, context=context.get("conversation", "")))
-        else:
-            feedback.append(g.value)
-    extras = ""
-    if constraints:
-        extras += P.CONSTRAINTS_BLOCK.format(constraints="\n".join(P.CONSTRAINT_LINE.format(constraint=c) for c in constraints))
-    if memory:
-        extras += P.MEMORY_BLOCK.format(entries="\n".join(P.MEMORY_ENTRY.format(**m) for m in memory))
-    if examples:
-        extras += P.EXAMPLES_BLOCK.format(examples="\n".join(P.EXAMPLE_LINE.format(example=e) for e in examples))
-    return P.UPDATE_REQUEST.format(
-        role=variable.role_description,
-        value=variable.value,
-        feedback="\n".join(feedback),
-        extras=extras,
-        start_tag=tags[0],
-        end_tag=tags[1],
-    )
 
 
 def text_list(name: str, items: Union[str, Sequence[str], None]) -> list[str]:
@@ -145,10 +117,7 @@ class TextualGradientDescent(Optimizer):
     ):
         super().__init__(parameters)
         self.engine = resolve_engine(engine, "the optimizer")
-        tags = new_variable_tags if new_variable_tags is not None else DEFAULT_TAGS
-        if not isinstance(tags, (list, tuple)) or len(tags) != 2 or not all(isinstance(t, str) and t for t in tags):
-            raise InvalidInputError(f"new_variable_tags must be two non-empty strings: [start_tag, end_tag], got {tags!r:.80}.")
-        tags = tuple(tags)
+        tags = check_tags(new_variable_tags if new_variable_tags is not None else DEFAULT_TAGS)
         check_int("gradient_memory", gradient_memory, 0)
         if max_tokens is not None:
             check_int("max_tokens", max_tokens, 1)
@@ -160,7 +129,7 @@ class TextualGradientDescent(Optimizer):
             raise InvalidInputError(f"optimizer_system_prompt must be a str, got {type(optimizer_system_prompt).__name__}.")
         self.tags = tags
         self.new_variable_tags = list(tags)
-        self.constraint = tagged(*tags)
+        self.constraint = update_constraint(tags)
         self.verbose = verbose
         self.constraints = text_list("constraints", constraints)
         self.in_context_examples = text_list("in_context_examples", in_context_examples)
@@ -194,22 +163,23 @@ class TextualGradientDescent(Optimizer):
         active = [(i, p) for i, p in enumerate(self.parameters) if p.gradients]
         requests = [self._request(i, p) for i, p in active]
         completions = self.engine.generate_batch(requests)
-        new_values = [parse_tagged(c.text, *self.tags) for c in completions]
-        cut = [i for i, c in enumerate(completions) if new_values[i] is None and c.finish_reason == "length"]
+        read = [read_update(c.text, p.value, self.tags) for c, (_, p) in zip(completions, active)]
+        cut = [i for i, c in enumerate(completions) if read[i][0] is None and c.finish_reason == "length"]
         if cut:
             longer = [_with_max_tokens(requests[i], 2 * requests[i].sampling.max_tokens) for i in cut]
             for i, completion in zip(cut, self.engine.generate_batch(longer)):
-                completions[i], new_values[i] = completion, parse_tagged(completion.text, *self.tags)
-        for k, ((i, p), value) in enumerate(zip(active, new_values)):
+                completions[i], read[i] = completion, read_update(completion.text, active[i][1].value, self.tags)
+        for k, ((i, p), (value, problem)) in enumerate(zip(active, read)):
             if value is None:
                 raise OutputParseError(
                     f"TGD.step {self.state['steps'] + 1}: the optimizer's output for parameter {i} "
-                    f"({p.role_description!r}) has no {self.tags[0]}...{self.tags[1]} value; no parameter was changed. "
-                    "Use a backend that constrains output (transformers, llamacpp, vllm) or raise max_tokens. "
-                    "localgrad never adopts an update it cannot parse, where textgrad kept the text after an "
-                    "unclosed tag: a cut-off value would replace a working one.",
+                    f"({p.role_description!r}) was refused: {problem}; no parameter was changed. It must begin with "
+                    f"{self.tags[0]}, then the new value, then {self.tags[1]}. Use a backend that constrains output "
+                    "(transformers, llamacpp, vllm) or raise max_tokens. localgrad never adopts an update it cannot "
+                    "parse, where textgrad kept the text after an unclosed tag: a cut-off value would replace a working one.",
                     raw_output=completions[k].text,
                 )
+        new_values = [value for value, _ in read]
         for (i, p), value in zip(active, new_values):
             if self.gradient_memory:
                 self.state["memory"][i].append({"value": p.value, "feedback": p.get_gradient_text()})

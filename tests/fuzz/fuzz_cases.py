@@ -609,9 +609,10 @@ def _multimodal(draw):
 RULES = st.text(st.characters(categories=["L", "N", "Zs"], include_characters="{}\"':.,!?"), min_size=1, max_size=30).filter(
     lambda s: s.strip()
 )
-TAG_PAIRS = st.sampled_from([("<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>"), ["<A>", "</A>"], ("[NEW]", "[/NEW]"), ("<new>", "</new>")])
+TAG_PAIRS = st.sampled_from([("<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>"), ["<A>", "</A>"], ("<NEW_2>", "</NEW_2>")])
 BAD_TAGS = st.one_of(junk_except(list, tuple, str, dict, type(None)), st.just(("<A>",)), st.just(("<A>", "</A>", "<B>")), st.just(("", "</A>")),
-                     st.just(("<A>", "</A</")), st.just((1, 2)), st.just("<A></A>"))
+                     st.just(("<A>", "</A</")), st.just((1, 2)), st.just("<A></A>"), st.just(("[NEW]", "[/NEW]")),
+                     st.just(("<new>", "</new>")), st.just(("</A>", "<A>")))
 
 
 @target("TGD")
@@ -621,9 +622,9 @@ def _tgd(draw):
     losses = [tg.TextLoss("judge", engine=e)(p) for p in params]
     frozen = draw(text_var(False))
     values, bad = arguments(draw, {
-        "parameters": (st.sampled_from([params, tuple(params)] + ([params[0]] if len(params) == 1 else [])),
+        "parameters": (st.sampled_from([params, tuple(params), params + [frozen]] + ([params[0]] if len(params) == 1 else [])),
                        st.one_of(st.just([]), st.none(), junk_except(list, dict, str), st.just(params + params[:1]),
-                                 st.just(params + [frozen]), st.lists(JUNK, min_size=1, max_size=2), st.lists(image_var(), min_size=1, max_size=1))),
+                                 st.lists(JUNK, min_size=1, max_size=2), st.lists(image_var(), min_size=1, max_size=1))),
         "engine": (st.just(e), BAD_ENGINES),
         "constraints": (st.one_of(st.just(OMIT), st.none(), st.lists(st.one_of(RULES, BRACED), max_size=3), RULES),
                         st.one_of(junk_except(list, tuple, str, type(None)), st.lists(junk_except(str), min_size=1, max_size=2))),
