@@ -14,11 +14,13 @@ from typing import Any, Iterable, Optional, Sequence, Union
 from localgrad.backends.constraints import parse_tagged, tagged
 from localgrad.engine import Engine, resolve_engine
 from localgrad.errors import GraphError, InvalidInputError, OutputParseError
+from localgrad.optimizer.candidates import Candidate, candidate_settings
 from localgrad.prompts import optimizer as P
 from localgrad.request import Request
 from localgrad.variable import Variable
 
 DEFAULT_TAGS = ("<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>")
+DEFAULT_CANDIDATE_TEMPERATURE = 0.9
 
 
 class Optimizer:
@@ -155,23 +157,47 @@ class TextualGradientDescent(Optimizer):
                 f"TGD.step: parameter(s) {', '.join(missing)} have no feedback. Call loss.backward() before "
                 "optimizer.step(), and make sure each parameter is used in computing the loss."
             )
-        requests = [self._request(i, p) for i, p in enumerate(self.parameters)]
-        completions = self.engine.generate_batch(requests)
-        new_values = [parse_tagged(c.text, *self.tags) for c in completions]
-        cut = [i for i, c in enumerate(completions) if new_values[i] is None and c.finish_reason == "length"]
-        if cut:
-            longer = [_with_max_tokens(requests[i], 2 * requests[i].sampling.max_tokens) for i in cut]
-            for i, completion in zip(cut, self.engine.generate_batch(longer)):
-                completions[i], new_values[i] = completion, parse_tagged(completion.text, *self.tags)
-        for i, (p, value) in enumerate(zip(self.parameters, new_values)):
-            if value is None:
+        proposals = self.propose(1)
+        for i, (p, (candidate,)) in enumerate(zip(self.parameters, proposals)):
+            if candidate.value is None:
                 raise OutputParseError(
                     f"TGD.step {self.state['steps'] + 1}: the optimizer's output for parameter {i} "
                     f"({p.role_description!r}) has no {self.tags[0]}...{self.tags[1]} value; no parameter was changed. "
                     "Use a backend that constrains output (transformers, llamacpp, vllm) or raise max_tokens.",
-                    raw_output=completions[i].text,
+                    raw_output=candidate.raw_output,
                 )
-        for i, (p, value) in enumerate(zip(self.parameters, new_values)):
+        self.apply([candidate.value for (candidate,) in proposals])
+
+    def propose(self, k: int = 1, temperature: float = DEFAULT_CANDIDATE_TEMPERATURE) -> list[list[Candidate]]:
+        """`k` candidate new values per parameter, all from one batch; no parameter is changed.
+
+        Candidate 0 is the update `step()` would make; the others sample at rising temperatures
+        (see `localgrad.optimizer.candidates`). A candidate whose output has no value has `value=None`.
+        Outputs cut off by the token limit are asked once more, together, with twice the budget.
+        """
+        settings = candidate_settings(self.engine.sampling, k, temperature, self.state.get("proposals", 0))
+        requests = []
+        for i, p in enumerate(self.parameters):
+            request = self._request(i, p)
+            requests += [replace(request, sampling=replace(s, max_tokens=request.sampling.max_tokens)) for s in settings]
+        completions = self.engine.generate_batch(requests)
+        values = [self._parse(c.text) for c in completions]
+        cut = [i for i, c in enumerate(completions) if values[i] is None and c.finish_reason == "length"]
+        if cut:
+            longer = [_with_max_tokens(requests[i], 2 * requests[i].sampling.max_tokens) for i in cut]
+            for i, completion in zip(cut, self.engine.generate_batch(longer)):
+                completions[i], values[i] = completion, self._parse(completion.text)
+        self.state["proposals"] = self.state.get("proposals", 0) + 1
+        return [
+            [Candidate(values[i * k + j], completions[i * k + j].text, s.temperature, s.seed) for j, s in enumerate(settings)]
+            for i in range(len(self.parameters))
+        ]
+
+    def apply(self, values: Sequence[str]) -> None:
+        """Set every parameter to its new value (one per parameter, e.g. chosen among `propose` candidates)."""
+        if len(values) != len(self.parameters) or not all(isinstance(v, str) and v.strip() for v in values):
+            raise InvalidInputError(f"apply needs one non-empty string per parameter ({len(self.parameters)}).")
+        for i, (p, value) in enumerate(zip(self.parameters, values)):
             if self.gradient_memory:
                 self.state["memory"][i].append({"value": p.value, "feedback": p.get_gradient_text()})
                 del self.state["memory"][i][:-self.gradient_memory]
@@ -179,6 +205,10 @@ class TextualGradientDescent(Optimizer):
             if self.verbose:
                 print(f"TGD step {self.state['steps'] + 1}, parameter {i} ({p.role_description}):\n{value}\n")
         self.state["steps"] += 1
+
+    def _parse(self, text: str) -> str | None:
+        """The new value in one optimizer output, or None when it has none."""
+        return parse_tagged(text, *self.tags)
 
     def state_dict(self) -> dict[str, Any]:
         """The optimizer's state as plain values (steps taken, momentum memory), for checkpoints."""
