@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 import localgrad.engine.backward as backward_module
+import pytest
 from localgrad.backends.base import Backend
 from localgrad.engine import Engine, get_engine
 from localgrad.request import Completion, Request

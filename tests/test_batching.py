@@ -1,8 +1,7 @@
 """Batched execution on the real embedded model (transformers): same texts as one-by-one, and a known
 number of backend batches per epoch (forward 1, backward one per graph level, step 1)."""
-import pytest
-
 import localgrad as tg
+import pytest
 from localgrad.engine import Engine
 from localgrad.execution import levels
 from localgrad.prompts import train as P

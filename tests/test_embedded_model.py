@@ -4,9 +4,8 @@ from __future__ import annotations
 import json
 import re
 
-import pytest
-
 import localgrad as tg
+import pytest
 from localgrad.backends.constraints import parse_tagged, tagged
 from localgrad.engine import Engine
 from localgrad.errors import InvalidInputError
