@@ -34,6 +34,7 @@ from bench_vs_textgrad import (
     step_budget,
     textgrad_epoch,
 )
+
 from localgrad.backends.constraints import tagged
 from localgrad.backends.llamacpp import LlamaCppBackend, LlamaCppOptions
 from localgrad.engine import Engine

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import re
 
-import localgrad.engine.backward as backward_module
 import pytest
+
+import localgrad.engine.backward as backward_module
 from localgrad.backends.base import Backend
 from localgrad.engine import Engine, get_engine
 from localgrad.request import Completion, Request

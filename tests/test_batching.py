@@ -1,7 +1,8 @@
 """Batched execution on the real embedded model (transformers): same texts as one-by-one, and a known
 number of backend batches per epoch (forward 1, backward one per graph level, step 1)."""
-import localgrad as tg
 import pytest
+
+import localgrad as tg
 from localgrad.engine import Engine
 from localgrad.execution import levels
 from localgrad.prompts import train as P

@@ -3,8 +3,11 @@ examples, and the trainer's choice among candidates (scripted backends; the real
 import random
 import re
 
-import localgrad as tg
 import pytest
+from conftest import ScriptedBackend
+from trainer_script import ScriptedBackend as TrainingBackend
+
+import localgrad as tg
 from localgrad.engine import Engine
 from localgrad.errors import InvalidInputError, OutputParseError
 from localgrad.optimizer.candidates import candidate_settings
@@ -18,9 +21,6 @@ from localgrad.train.selection import (
 )
 from localgrad.train.tasks import make_object_counting, split
 from localgrad.train.trainer import Trainer, TrainerConfig
-
-from conftest import ScriptedBackend
-from trainer_script import ScriptedBackend as TrainingBackend
 
 
 def with_feedback(*values):

@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 import re
 
-import localgrad as tg
 import pytest
+
+import localgrad as tg
 from localgrad.backends.constraints import parse_tagged, tagged
 from localgrad.engine import Engine
 from localgrad.errors import InvalidInputError

@@ -4,16 +4,16 @@ from __future__ import annotations
 import importlib.util
 import re
 
-import localgrad as tg
 import pytest
+from conftest import ScriptedBackend
+
+import localgrad as tg
 from localgrad.backends.constraints import parse_tagged, tagged
 from localgrad.cache import CompletionCache
 from localgrad.engine import Engine, resolve_engine_name
 from localgrad.errors import EngineConfigError, InvalidInputError
 from localgrad.models import embedded_gguf_path
 from localgrad.request import Constraint, Request, SamplingSettings
-
-from conftest import ScriptedBackend
 
 
 @pytest.mark.parametrize("name, expected", [

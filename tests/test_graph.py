@@ -1,14 +1,14 @@
 """Graph logic on a scripted engine: order, accumulation, sums, formatted calls, optimizer state, errors."""
 from __future__ import annotations
 
-import localgrad as tg
 import pytest
+from conftest import ScriptedBackend
+
+import localgrad as tg
 from localgrad.engine import Engine
 from localgrad.errors import GraphError, InvalidInputError, OutputParseError
 from localgrad.execution import levels, topological_order
 from localgrad.request import Completion
-
-from conftest import ScriptedBackend
 
 
 def test_topological_order_puts_predecessors_first(scripted):

@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
 from localgrad.backends.constraints import tagged
 from localgrad.backends.hosted import (
     HostedOptions,

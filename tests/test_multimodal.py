@@ -12,9 +12,13 @@ import io
 import json
 import time
 
-import localgrad as tg
 import pytest
 import torch
+from conftest import ScriptedBackend
+from PIL import Image
+from tiny_vlm import FAMILIES, build_tiny_vlm, embedded_tokenizer, vision_tower
+
+import localgrad as tg
 from localgrad.backends.constraints import parse_tagged, tagged
 from localgrad.engine import Engine
 from localgrad.errors import (
@@ -25,10 +29,6 @@ from localgrad.errors import (
 )
 from localgrad.prompts import backward as backward_prompts
 from localgrad.request import ImageContent, Request, SamplingSettings
-from PIL import Image
-
-from conftest import ScriptedBackend
-from tiny_vlm import FAMILIES, build_tiny_vlm, embedded_tokenizer, vision_tower
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 220)}
 

@@ -6,9 +6,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from localgrad.train.report import render_report, word_diff
-
 from trainer_script import make_trainer
+
+from localgrad.train.report import render_report, word_diff
 
 CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)), None)
 # The flags a sandboxed CI machine needs: no GPU, no first-run work, no network of its own.

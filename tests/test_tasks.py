@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from localgrad.errors import InvalidInputError
 from localgrad.train.tasks import (
     ANSWER_FORMATS,

@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
+from trainer_script import make_trainer
+
 from localgrad.cli import main as cli_main
 from localgrad.errors import CheckpointError, InvalidInputError
 from localgrad.train.tasks import make_object_counting, split
 from localgrad.train.trainer import PHASES, Trainer, TrainerConfig
-
-from trainer_script import make_trainer
 
 HERE = Path(__file__).parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -6,6 +6,7 @@ import json
 import os
 
 import pytest
+
 from localgrad.backends.constraints import parse_tagged, tagged, within_budget
 from localgrad.backends.vllm import (
     VLLMOptions,
@@ -105,8 +106,9 @@ def test_missing_vllm_names_the_extra():
 
 def test_real_sampling_params():
     pytest.importorskip("vllm")
-    from localgrad.backends.vllm import _to_sampling_params
     from vllm.sampling_params import SamplingParams, StructuredOutputsParams
+
+    from localgrad.backends.vllm import _to_sampling_params
 
     params = _to_sampling_params(Request.chat("x", sampling=SamplingSettings(max_tokens=9, seed=3),
                                               constraint=tagged(START, END)))

@@ -28,8 +28,9 @@ TEXT = {
 
 def embedded_tokenizer() -> Any:
     """The embedded SmolLM2-135M tokenizer, read from its GGUF file (a few seconds)."""
-    from localgrad.models import embedded_gguf_path
     from transformers import AutoTokenizer
+
+    from localgrad.models import embedded_gguf_path
 
     gguf = embedded_gguf_path()
     return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
