@@ -205,6 +205,8 @@ def _damage_cases(saved: dict) -> dict[str, bytes]:
         "pool results not zeros and ones": edited(lambda c: c["pool"][0].update(val=[2] * len(c["pool"][0]["val"]))),
         "prompt not the best": edited(lambda c: c.update(prompt="edited by hand")),
         "candidates not a list": edited(lambda c: c["records"][0].update(candidates="many")),
+        "responses not text": edited(lambda c: c["records"][0].update(responses=[1, 2])),
+        "proposal count is text": edited(lambda c: c["optimizer"].update(proposals="3")),
     }
 
 
@@ -220,6 +222,10 @@ def test_every_damaged_checkpoint_is_a_checkpoint_error(tmp_path):
             make_trainer(str(run), steps=3, candidates=2).fit(resume=True)
         assert "checkpoint" in str(caught.value).lower(), name
     assert len(cases) >= 20
+    folder = tmp_path / "checkpoint_is_a_folder"
+    (folder / "checkpoint.json").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match="Cannot read the checkpoint"):
+        make_trainer(str(folder), steps=3, candidates=2).fit(resume=True)
 
 
 def test_out_naming_a_file_fails_before_any_work(tmp_path, capsys):

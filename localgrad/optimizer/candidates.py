@@ -18,9 +18,10 @@ SEEDS_PER_ROUND = 1000
 
 @dataclass(frozen=True)
 class Candidate:
-    """One proposed new value: `value` is None when the model's output held no parseable value."""
+    """One proposed new value: `value` is None when the model's output was refused, and `problem` says why."""
 
     value: str | None
+    problem: str | None
     raw_output: str
     temperature: float
     seed: int | None

@@ -162,7 +162,7 @@ class TextualGradientDescent(Optimizer):
             if candidate.value is None:
                 raise OutputParseError(
                     f"TGD.step {self.state['steps'] + 1}: the optimizer's output for parameter {i} "
-                    f"({p.role_description!r}) has no {self.tags[0]}...{self.tags[1]} value; no parameter was changed. "
+                    f"({p.role_description!r}) was refused: {candidate.problem}; no parameter was changed. "
                     "Use a backend that constrains output (transformers, llamacpp, vllm) or raise max_tokens.",
                     raw_output=candidate.raw_output,
                 )
@@ -181,15 +181,15 @@ class TextualGradientDescent(Optimizer):
             request = self._request(i, p)
             requests += [replace(request, sampling=replace(s, max_tokens=request.sampling.max_tokens)) for s in settings]
         completions = self.engine.generate_batch(requests)
-        values = [self._parse(c.text) for c in completions]
-        cut = [i for i, c in enumerate(completions) if values[i] is None and c.finish_reason == "length"]
+        read = [self._read(c.text, i // k) for i, c in enumerate(completions)]
+        cut = [i for i, c in enumerate(completions) if read[i][0] is None and c.finish_reason == "length"]
         if cut:
             longer = [_with_max_tokens(requests[i], 2 * requests[i].sampling.max_tokens) for i in cut]
             for i, completion in zip(cut, self.engine.generate_batch(longer)):
-                completions[i], values[i] = completion, self._parse(completion.text)
+                completions[i], read[i] = completion, self._read(completion.text, i // k)
         self.state["proposals"] = self.state.get("proposals", 0) + 1
         return [
-            [Candidate(values[i * k + j], completions[i * k + j].text, s.temperature, s.seed) for j, s in enumerate(settings)]
+            [Candidate(*read[i * k + j], completions[i * k + j].text, s.temperature, s.seed) for j, s in enumerate(settings)]
             for i in range(len(self.parameters))
         ]
 
@@ -206,9 +206,10 @@ class TextualGradientDescent(Optimizer):
                 print(f"TGD step {self.state['steps'] + 1}, parameter {i} ({p.role_description}):\n{value}\n")
         self.state["steps"] += 1
 
-    def _parse(self, text: str) -> str | None:
-        """The new value in one optimizer output, or None when it has none."""
-        return parse_tagged(text, *self.tags)
+    def _read(self, text: str, index: int) -> tuple[str | None, str | None]:
+        """(new value, None) from one optimizer output for parameter `index`, or (None, why it was refused)."""
+        value = parse_tagged(text, *self.tags)
+        return (value, None) if value is not None else (None, f"it has no {self.tags[0]}...{self.tags[1]} value")
 
     def state_dict(self) -> dict[str, Any]:
         """The optimizer's state as plain values (steps taken, momentum memory), for checkpoints."""

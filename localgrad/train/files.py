@@ -135,7 +135,7 @@ USAGE = {k: int for k in ("batches", "requests", "cached", "prompt_tokens", "com
 CANDIDATE = {"value": (str, type(None)), "temperature": NUMBER, "status": str}
 RECORD = {
     "step": int, "prompt": str, "parent_prompt": str, "val_score": NUMBER, "test_score": NUMBER,
-    "train_accuracy": NUMBER, "accepted": bool, "candidates": [CANDIDATE], "feedback": [str],
+    "train_accuracy": NUMBER, "accepted": bool, "candidates": [CANDIDATE], "feedback": [str], "responses": [str],
     "seconds": {"total": NUMBER}, "usage": USAGE,
 }
 CHECKPOINT = {

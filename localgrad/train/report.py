@@ -122,7 +122,10 @@ def _candidates_table(record: dict[str, Any]) -> str:
     rows = []
     for i, c in enumerate(record["candidates"]):
         value = c["value"]
-        shown = '<span class="muted">(no parseable value)</span>' if value is None else f"<pre>{word_diff(record['parent_prompt'], value)}</pre>"
+        if value is None:
+            shown = f'<span class="muted">refused: {_e(c.get("problem") or "no readable value")}</span>'
+        else:
+            shown = f"<pre>{word_diff(record['parent_prompt'], value)}</pre>"
         status = f'<span class="accepted">{_e(c["status"])}</span>' if c["status"] == "accepted" else _e(c["status"])
         rows.append(
             f'<tr class="candidate" data-status="{_e(c["status"])}"><td class="num">{i}</td><td class="num">{c["temperature"]:g}</td>'

@@ -401,17 +401,17 @@ class Trainer:
         self, proposed: list[Candidate], parent: int, batch: Sequence[Example], parent_correct: list[int], meters: dict[str, _Meter]
     ) -> list[dict[str, Any]]:
         """Score the candidates and update the pool and the best prompt; the candidates as records."""
-        records = [{"value": c.value, "temperature": c.temperature, "seed": c.seed, "minibatch_score": None,
-                    "val_score": None, "status": "unparsed" if c.value is None else "same as parent"} for c in proposed]
+        records = [{"value": c.value, "problem": c.problem, "temperature": c.temperature, "seed": c.seed, "minibatch_score": None,
+                    "val_score": None, "status": "refused" if c.value is None else "same as parent"} for c in proposed]
         known = {entry.prompt for entry in self.pool}
-        fresh: dict[str, list[int]] = {}
+        fresh: dict[str, int] = {}
         for i, c in enumerate(proposed):
             if c.value is None or c.value == self.pool[parent].prompt:
                 continue
             if c.value in fresh or c.value in known:
                 records[i]["status"] = "duplicate"
                 continue
-            fresh[c.value] = [i]
+            fresh[c.value] = i
         if self.config.adopt_every_update:
             return self._adopt(proposed[0], records, meters)
         values = list(fresh)
@@ -420,17 +420,17 @@ class Trainer:
                 parent_score = sum(parent_correct) / len(parent_correct)
                 for value, results in zip(list(values), self.score_prompts(values, batch)):
                     score = sum(results) / len(results)
-                    records[fresh[value][0]]["minibatch_score"] = score
+                    records[fresh[value]]["minibatch_score"] = score
                     if score < parent_score:
-                        records[fresh[value][0]]["status"] = "worse on minibatch"
+                        records[fresh[value]]["status"] = "worse on minibatch"
                         values.remove(value)
             scored = [Scored(value, results, len(self.records) + 1) for value, results in zip(values, self.score_prompts(values, self.val_set))]
         for entry in scored:
-            records[fresh[entry.prompt][0]]["val_score"] = entry.score
-            records[fresh[entry.prompt][0]]["status"] = "not better"
+            records[fresh[entry.prompt]]["val_score"] = entry.score
+            records[fresh[entry.prompt]]["status"] = "not better"
         winner = max(scored, key=lambda e: e.score, default=None)
         if winner is not None and winner.score > self.pool[self.best].score:
-            records[fresh[winner.prompt][0]]["status"] = "accepted"
+            records[fresh[winner.prompt]]["status"] = "accepted"
         if self.config.frontier:
             self.pool += [e for e in scored if not any(_covers(other.val, e.val) for other in self.pool)]
         elif winner is not None and winner.score > self.pool[self.best].score:
@@ -554,6 +554,9 @@ class Trainer:
             return "its records are not steps 1, 2, ... in order"
         if len(saved["optimizer"]["memory"]) != 1:
             return "its optimizer state is not for one parameter"
+        proposals = saved["optimizer"].get("proposals", 0)
+        if isinstance(proposals, bool) or not isinstance(proposals, int) or proposals < 0:
+            return f"its optimizer's proposal count is {proposals!r}, not an int >= 0"
         return None
 
 
