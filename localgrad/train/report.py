@@ -94,7 +94,7 @@ def _summary(state: dict[str, Any]) -> str:
         ("steps", f"{len(records)} ({accepted} changed the prompt)"),
         ("candidates per step", _e(config.get("candidates", 1))),
         ("chosen on", "nothing (every update adopted)" if config.get("adopt_every_update") else _e(config.get("select_on", "val"))),
-        ("frontier", "yes" if config.get("frontier") else "no"),
+        ("frontier", f"yes ({len(state.get('pool', []))} prompts kept)" if config.get("frontier") else "no"),
         ("answer format", _e(config.get("answer_format", ""))),
         ("wall time", f"{totals.get('wall_seconds', 0):.1f} s ({totals.get('backend_seconds', 0):.1f} s in backend calls)"),
         ("backend batches / requests", f"{totals.get('batches', 0)} / {totals.get('requests', 0)}"),
