@@ -72,7 +72,11 @@ def run_loop(loop: str, seed: int, args: argparse.Namespace, splits: tuple, answ
     out = Path(args.out) / f"{loop}-seed{seed}"
     trainer = Trainer(config, *splits, engine, out_dir=out, progress=False)
     started = time.perf_counter()
-    state = trainer.fit(resume=(out / CHECKPOINT_FILE).exists())
+    def progress(record: dict[str, Any]) -> None:
+        print(f"  {loop} seed {seed} step {record['step']}: val {record['val_score']:.3f}, test {record['test_score']:.3f}, "
+              f"{'prompt changed' if record['accepted'] else 'kept'}, {record['seconds']['total']:.1f} s", flush=True)
+
+    state = trainer.fit(resume=(out / CHECKPOINT_FILE).exists(), callback=progress)
     initial, records, totals = state["initial"], state["records"], state["totals"]
     final = records[-1] if records else initial
     return {
