@@ -130,6 +130,8 @@ def test_load_errors(tmp_path):
         ("no number here", "5", False),
         ("", "5", False),
         ("Answer: 1,200", "1200", True),
+        ("She sold 72 clips.\nAnswer: 72", "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72", True),
+        ("Answer: 24", "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72", False),
     ],
 )
 def test_exact_match(prediction, answer, expected):
