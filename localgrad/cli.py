@@ -85,17 +85,29 @@ def run_demo(engine_name: str, max_tokens: int, options: Optional[dict[str, Any]
 
 
 def run_optimize(args: argparse.Namespace) -> None:
-    """Minibatch prompt optimization on a task or a data file, writing checkpoint, records and plot to --out."""
+    """Minibatch prompt optimization on a task or a data file, writing checkpoint, records, plot and report to --out."""
     import localgrad as tg
-    from localgrad.train.tasks import load_qa_file, make_object_counting, split
+    from localgrad.train.files import check_out_dir
+    from localgrad.train.tasks import (
+        infer_format,
+        load_examples,
+        make_object_counting,
+        shuffled,
+        split,
+    )
     from localgrad.train.trainer import Trainer, TrainerConfig
 
-    config = TrainerConfig(batch_size=args.batch_size, steps=args.steps, seed=args.seed, eval_batch_size=args.eval_batch_size)
+    check_out_dir(args.out)
     needed = args.train + args.val + args.test
     if args.data:
-        examples = load_qa_file(args.data, args.question_key, args.answer_key)
+        examples = shuffled(load_examples(args.data, args.question_key, args.answer_key), args.seed)
     else:
         examples = make_object_counting(needed, seed=args.seed)
+    answer_format = infer_format(examples).name if args.answer_format == "auto" else args.answer_format
+    config = TrainerConfig(
+        batch_size=args.batch_size, steps=args.steps, seed=args.seed, eval_batch_size=args.eval_batch_size,
+        answer_format=answer_format, candidates=args.candidates, select_on=args.select_on, frontier=args.frontier,
+    )
     train, val, test = split(examples, args.train, args.val, args.test)
     started = time.perf_counter()
     options = engine_options(args.engine_option)
@@ -109,7 +121,11 @@ def run_optimize(args: argparse.Namespace) -> None:
         f"(loaded in {time.perf_counter() - started:.1f} s)",
         flush=True,
     )
-    print(f"data: {args.data or args.task}, train {len(train)} / val {len(val)} / test {len(test)}; out: {args.out}", flush=True)
+    print(
+        f"data: {args.data or args.task} ({answer_format} answers), train {len(train)} / val {len(val)} / test {len(test)}; "
+        f"{args.candidates} candidate(s) per step; out: {args.out}",
+        flush=True,
+    )
     trainer = Trainer(config, train, val, test, engine, backward, out_dir=args.out)
     state = trainer.fit(resume=args.resume)
     initial, records, totals = state["initial"], state["records"], state["totals"]
@@ -117,7 +133,7 @@ def run_optimize(args: argparse.Namespace) -> None:
     for r in records:
         print(
             f"step {r['step']}: train {r['train_accuracy']:.2f}, val {r['val_score']:.2f}, test {r['test_score']:.2f}"
-            f"{' (reverted)' if r['reverted'] else ''}, {r['seconds']['total']:.1f} s"
+            f"{' (prompt changed)' if r['accepted'] else ''}, {r['seconds']['total']:.1f} s"
         )
     _section("final prompt", final["prompt"])
     print(
@@ -126,7 +142,7 @@ def run_optimize(args: argparse.Namespace) -> None:
         f"{len(records)} steps, {totals['batches']} backend batches, {totals['prompt_tokens']} prompt + "
         f"{totals['completion_tokens']} generated tokens, {totals['wall_seconds']:.1f} s "
         f"({totals['backend_seconds']:.1f} s in backend calls)\n"
-        f"wrote {args.out}/checkpoint.json, records.json, plot.png"
+        f"wrote {args.out}/checkpoint.json, records.json, plot.png, report.html"
     )
 
 
@@ -160,18 +176,25 @@ def build_parser() -> argparse.ArgumentParser:
                      help="like --engine-option, for --backward-engine")
     source = opt.add_mutually_exclusive_group()
     source.add_argument("--task", choices=["object_counting"], default="object_counting", help="generated task (default)")
-    source.add_argument("--data", default=None, help="a .json (list of objects) or .jsonl file of question/answer pairs")
+    source.add_argument("--data", default=None, help="a BIG-bench task.json, or a .json (list of objects) or .jsonl file of question/answer pairs")
     opt.add_argument("--question-key", default="question", help="question field in --data (default: question)")
     opt.add_argument("--answer-key", default="answer", help="answer field in --data (default: answer)")
+    opt.add_argument("--answer-format", choices=["auto", "number", "choice", "text"], default="auto",
+                     help="how answers are read: a number, one of the choices, a line of text (default: auto, from the data)")
     opt.add_argument("--train", type=int, default=16, help="training examples (default 16)")
     opt.add_argument("--val", type=int, default=16, help="validation examples (default 16)")
     opt.add_argument("--test", type=int, default=32, help="test examples (default 32)")
     opt.add_argument("--batch-size", type=int, default=4, help="minibatch size (default 4)")
     opt.add_argument("--steps", type=int, default=3, help="optimization steps (default 3)")
     opt.add_argument("--eval-batch-size", type=int, default=32, help="cap on one evaluation batch (default 32)")
-    opt.add_argument("--seed", type=int, default=0, help="seed of the generated task and data order (default 0)")
+    opt.add_argument("--candidates", type=int, default=4, help="candidate prompts per step, kept only if better on validation (default 4)")
+    opt.add_argument("--select-on", choices=["val", "minibatch+val"], default="val",
+                     help="score candidates on validation, or on the minibatch first (default: val)")
+    opt.add_argument("--frontier", action="store_true", help="start each step from a prompt of the Pareto frontier over validation examples")
+    opt.add_argument("--seed", type=int, default=0, help="seed of the generated task, the order of --data and of minibatches (default 0)")
     opt.add_argument("--max-tokens", type=int, default=128, help="cap on generated tokens per call (default 128)")
-    opt.add_argument("--out", default="localgrad-run", help="output directory (default: localgrad-run)")
+    opt.add_argument("--out", default="localgrad-run",
+                     help="output directory; the run writes checkpoint.json, records.json, plot.png and report.html there (default: localgrad-run)")
     opt.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
     opt.set_defaults(run=run_optimize)
     return parser

@@ -1,18 +1,25 @@
 """The object-counting task, the question/answer file loader and the exact-match metric."""
 import json
 import re
+from pathlib import Path
 
 import pytest
 
 from localgrad.errors import InvalidInputError
 from localgrad.train.tasks import (
+    ANSWER_FORMATS,
     CATEGORIES,
     NUMBER_WORDS,
     Example,
     exact_match,
     exact_match_loss,
+    get_answer_format,
+    infer_format,
+    load_bigbench_task,
+    load_examples,
     load_qa_file,
     make_object_counting,
+    shuffled,
     split,
 )
 from localgrad.variable import Variable
@@ -123,6 +130,8 @@ def test_load_errors(tmp_path):
         ("no number here", "5", False),
         ("", "5", False),
         ("Answer: 1,200", "1200", True),
+        ("She sold 72 clips.\nAnswer: 72", "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72", True),
+        ("Answer: 24", "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72", False),
     ],
 )
 def test_exact_match(prediction, answer, expected):
@@ -139,3 +148,69 @@ def test_exact_match_loss_is_a_graph_node():
     losses = loss_fn([{"prediction": prediction, "ground_truth_answer": truth},
                       {"prediction": Variable("9", role_description="prediction"), "ground_truth_answer": truth}])
     assert [l.value for l in losses] == ["1", "0"]
+
+
+BIGBENCH = Path(__file__).parent / "fixtures" / "bigbench"
+
+
+def test_bigbench_task_files_load_generative_and_multiple_choice_examples(tmp_path):
+    generative = load_bigbench_task(BIGBENCH / "counting_sample.json")
+    assert generative[0] == Example("I have a violin and two drums. How many musical instruments do I have?", "3")
+    assert generative[2].answer == "42" and infer_format(generative).name == "number"
+    choice = load_bigbench_task(BIGBENCH / "navigate_sample")
+    assert choice[0].question.startswith("If you follow these instructions, do you return to the starting point?\nTake 1 step.")
+    assert (choice[0].answer, choice[0].choices) == ("True", ("True", "False"))
+    assert choice[1].answer == "False" and infer_format(choice).name == "choice"
+    assert load_examples(BIGBENCH / "navigate_sample" / "task.json") == choice
+    assert load_examples(BIGBENCH / "counting_sample.json") == generative
+    assert shuffled(generative, 1) == shuffled(generative, 1) and sorted(shuffled(generative, 1), key=str) == sorted(generative, key=str)
+    broken = tmp_path / "task.json"
+    broken.write_text('{"name": "x"}')
+    with pytest.raises(InvalidInputError, match="no 'examples' list"):
+        load_bigbench_task(broken)
+    broken.write_text('{"examples": [{"input": "q"}]}')
+    with pytest.raises(InvalidInputError, match="example 0"):
+        load_bigbench_task(broken)
+    with pytest.raises(InvalidInputError, match="not found"):
+        load_bigbench_task(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize(
+    "response, answer, choices, expected",
+    [
+        ("Answer: False", "False", ("True", "False"), True),
+        ("It is true.\nAnswer: true.", "True", ("True", "False"), True),
+        ("True or false? I think false", "False", ("True", "False"), True),
+        ("Answer: implausible", "plausible", ("plausible", "implausible"), False),
+        ("This is plausible.", "plausible", ("plausible", "implausible"), True),
+        ("Answer: (B)", "(B)", ("(A)", "(B)"), True),
+        ("Answer: B", "(B)", ("(A)", "(B)"), True),
+        ("Answer: a cat", "(A)", ("(A)", "(B)"), False),
+        ("no idea", "True", ("True", "False"), False),
+    ],
+)
+def test_choice_format_reads_the_choice_after_answer(response, answer, choices, expected):
+    assert ANSWER_FORMATS["choice"].is_correct(response, Example("q", answer, choices)) is expected
+
+
+def test_text_and_number_formats_and_their_instructions():
+    text = ANSWER_FORMATS["text"]
+    assert text.is_correct("Let me sort.\nAnswer: Apple Banana.\nDone", Example("q", "apple banana"))
+    assert not text.is_correct("apple banana", Example("q", "apple banana"))
+    number = get_answer_format("number")
+    assert number.read("so eight.\nAnswer: 8", Example("q", "8")) == "8" and number.is_correct("Answer: 8", Example("q", "8"))
+    assert "'Answer: $VALUE'" in number.instruction(Example("q", "8"))
+    assert "one of: True, False" in ANSWER_FORMATS["choice"].instruction(Example("q", "True", ("True", "False")))
+    assert "last 'Answer:'" in number.purpose and "allowed choices" in ANSWER_FORMATS["choice"].purpose
+    with pytest.raises(InvalidInputError, match="Unknown answer format"):
+        get_answer_format("letters")
+    assert infer_format([Example("q", "yes"), Example("r", "7")]).name == "text"
+
+
+def test_the_metric_node_reads_choices_and_tells_the_feedback_model_how():
+    loss_fn = exact_match_loss("choice")
+    assert "allowed choices" in loss_fn.function_purpose
+    prediction = Variable("Answer: False", role_description="prediction")
+    truth = Variable("False", requires_grad=False, role_description="correct answer")
+    choices = Variable("True\nFalse", requires_grad=False, role_description="the allowed answers")
+    assert loss_fn({"prediction": prediction, "ground_truth_answer": truth, "choices": choices}).value == "1"

@@ -16,6 +16,7 @@ from typing import Any, Optional, Sequence, Union
 
 from localgrad.engine import Engine, resolve_engine
 from localgrad.errors import GraphError, InvalidInputError, OutputParseError, check_int
+from localgrad.optimizer.candidates import Candidate, candidate_settings
 from localgrad.optimizer.update import (
     check_tags,
     read_update,
@@ -27,6 +28,7 @@ from localgrad.request import Request
 from localgrad.variable import Variable
 
 DEFAULT_TAGS = ("<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>")
+DEFAULT_CANDIDATE_TEMPERATURE = 0.9
 
 
 class Optimizer(ABC):
@@ -160,34 +162,68 @@ class TextualGradientDescent(Optimizer):
                 "TGD.step: no parameter has feedback. Call loss.backward() before optimizer.step(), "
                 "and make sure the parameters are used in computing the loss."
             )
-        active = [(i, p) for i, p in enumerate(self.parameters) if p.gradients]
-        requests = [self._request(i, p) for i, p in active]
-        completions = self.engine.generate_batch(requests)
-        read = [read_update(c.text, p.value, self.tags) for c, (_, p) in zip(completions, active)]
-        cut = [i for i, c in enumerate(completions) if read[i][0] is None and c.finish_reason == "length"]
-        if cut:
-            longer = [_with_max_tokens(requests[i], 2 * requests[i].sampling.max_tokens) for i in cut]
-            for i, completion in zip(cut, self.engine.generate_batch(longer)):
-                completions[i], read[i] = completion, read_update(completion.text, active[i][1].value, self.tags)
-        for k, ((i, p), (value, problem)) in enumerate(zip(active, read)):
-            if value is None:
+        proposals = self.propose(1)
+        for i, (p, (candidate,)) in enumerate(zip(self.parameters, proposals)):
+            if candidate.value is None:
                 raise OutputParseError(
                     f"TGD.step {self.state['steps'] + 1}: the optimizer's output for parameter {i} "
-                    f"({p.role_description!r}) was refused: {problem}; no parameter was changed. It must begin with "
-                    f"{self.tags[0]}, then the new value, then {self.tags[1]}. Use a backend that constrains output "
+                    f"({p.role_description!r}) was refused: {candidate.problem}; no parameter was changed. It must begin "
+                    f"with {self.tags[0]}, then the new value, then {self.tags[1]}. Use a backend that constrains output "
                     "(transformers, llamacpp, vllm) or raise max_tokens. localgrad never adopts an update it cannot "
                     "parse, where textgrad kept the text after an unclosed tag: a cut-off value would replace a working one.",
-                    raw_output=completions[k].text,
+                    raw_output=candidate.raw_output,
                 )
-        new_values = [value for value, _ in read]
-        for (i, p), value in zip(active, new_values):
-            if self.gradient_memory:
+        self.apply([candidate.value for (candidate,) in proposals])
+
+    def propose(self, k: int = 1, temperature: float = DEFAULT_CANDIDATE_TEMPERATURE) -> list[list[Candidate]]:
+        """`k` candidate new values per parameter, all from one batch; no parameter is changed.
+
+        Candidate 0 is the update `step()` would make; the others sample at rising temperatures
+        (see `localgrad.optimizer.candidates`). A candidate whose output was refused has `value=None`.
+        A parameter without feedback gets its current value as every candidate, without a request.
+        Outputs cut off by the token limit are asked once more, together, with twice the budget.
+        """
+        settings = candidate_settings(self.engine.sampling, k, temperature, self.state.get("proposals", 0))
+        active = [i for i, p in enumerate(self.parameters) if p.gradients]
+        requests, owners = [], []
+        for i in active:
+            request = self._request(i, self.parameters[i])
+            requests += [replace(request, sampling=replace(s, max_tokens=request.sampling.max_tokens)) for s in settings]
+            owners += [i] * k
+        completions = self.engine.generate_batch(requests) if requests else []
+        read = [self._read(c.text, owner) for c, owner in zip(completions, owners)]
+        cut = [n for n, c in enumerate(completions) if read[n][0] is None and c.finish_reason == "length"]
+        if cut:
+            longer = [_with_max_tokens(requests[n], 2 * requests[n].sampling.max_tokens) for n in cut]
+            for n, completion in zip(cut, self.engine.generate_batch(longer)):
+                completions[n], read[n] = completion, self._read(completion.text, owners[n])
+        self.state["proposals"] = self.state.get("proposals", 0) + 1
+        proposals = [[Candidate(p.value, None, "", s.temperature, s.seed) for s in settings] for p in self.parameters]
+        for row, i in enumerate(active):
+            proposals[i] = [
+                Candidate(*read[row * k + j], completions[row * k + j].text, s.temperature, s.seed) for j, s in enumerate(settings)
+            ]
+        return proposals
+
+    def apply(self, values: Sequence[str]) -> None:
+        """Set every parameter to its new value (one per parameter, e.g. chosen among `propose` candidates)."""
+        if len(values) != len(self.parameters) or not all(
+            isinstance(v, str) and (v.strip() or v == p.value) for v, p in zip(values, self.parameters)
+        ):
+            raise InvalidInputError(f"apply needs one non-empty string per parameter ({len(self.parameters)}).")
+        for i, (p, value) in enumerate(zip(self.parameters, values)):
+            if self.gradient_memory and p.gradients:
                 self.state["memory"][i].append({"value": p.value, "feedback": p.get_gradient_text()})
                 del self.state["memory"][i][:-self.gradient_memory]
             p.set_value(value)
-            if self.verbose:
+            if self.verbose and p.gradients:
                 print(f"TGD step {self.state['steps'] + 1}, parameter {i} ({p.role_description}):\n{value}\n")
         self.state["steps"] += 1
+
+    def _read(self, text: str, index: int) -> tuple[str | None, str | None]:
+        """(new value, None) from one optimizer output for parameter `index`, or (None, why it was refused)."""
+        value, problem = read_update(text, self.parameters[index].value, self.tags)
+        return (value, None) if value is not None else (None, problem)
 
     def state_dict(self) -> dict[str, Any]:
         """The optimizer's state as plain values (steps taken, momentum memory), for checkpoints."""

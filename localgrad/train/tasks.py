@@ -1,5 +1,7 @@
-"""Tasks for prompt optimization: a generated object-counting task in BIG-Bench Hard's format, a loader
-for question/answer files (JSON or JSONL), and the exact-match metric as a string-based loss.
+"""Tasks for prompt optimization: a generated object-counting task in BIG-Bench Hard's format, loaders
+for question/answer files (JSON or JSONL) and BIG-bench task files, the answer formats (how an answer is
+asked for and read: a number, one of the choices, a line of text) and the exact-match metric as a
+string-based loss.
 """
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from localgrad.autograd.string_based_ops import StringBasedFunction
 from localgrad.errors import InvalidInputError
@@ -18,10 +20,15 @@ from localgrad.variable import Variable
 
 @dataclass(frozen=True)
 class Example:
-    """One question with its ground-truth answer (both text)."""
+    """One question with its ground-truth answer (both text), and the allowed answers of a multiple-choice question."""
 
     question: str
     answer: str
+    choices: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if isinstance(self.choices, list):
+            object.__setattr__(self, "choices", tuple(self.choices))
 
 
 # Singular and plural of every item, by category (BIG-Bench Hard's object_counting vocabulary).
@@ -159,6 +166,74 @@ def load_qa_file(path: str | Path, question_key: str = "question", answer_key: s
     return examples
 
 
+def _bigbench_answer(record: dict[str, Any]) -> str | None:
+    """The answer of a BIG-bench example: its target (the numeric one of several spellings), else its best-scored choice."""
+    target = record.get("target")
+    if isinstance(target, list):
+        numeric = [t for t in target if isinstance(t, str) and re.fullmatch(r"-?\d+(?:\.\d+)?", t.strip())]
+        target = numeric[0] if numeric else (target[0] if target else None)
+    if target is not None:
+        return str(target).strip()
+    scores = record.get("target_scores")
+    if isinstance(scores, dict) and scores:
+        return str(max(scores, key=lambda k: scores[k]))
+    return None
+
+
+def load_bigbench_task(path: str | Path) -> list[Example]:
+    """The examples of a BIG-bench task file (`benchmark_tasks/<task>/task.json`), in file order.
+
+    The question is the task's prefix plus the example's input; multiple-choice examples keep their
+    choices (the keys of `target_scores`) and the best-scored one is the answer; generative examples
+    answer with their target (the numeric one when a list gives several spellings).
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "task.json"
+    if not path.is_file():
+        raise InvalidInputError(f"BIG-bench task file not found: {path}. Pass benchmark_tasks/<task>/task.json.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInputError(f"Cannot read {path} as a JSON task file: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("examples"), list):
+        raise InvalidInputError(f"{path} has no 'examples' list; it is not a BIG-bench task file (a task with subtasks keeps them in subfolders).")
+    prefix = str(data.get("task_prefix", "")).strip()
+    examples = []
+    for i, record in enumerate(data["examples"]):
+        answer = _bigbench_answer(record) if isinstance(record, dict) else None
+        if answer is None or "input" not in record:
+            raise InvalidInputError(f"{path}, example {i}: expected 'input' and 'target' or 'target_scores'.")
+        question = f"{prefix}\n{record['input']}".strip() if prefix else str(record["input"])
+        choices = tuple(str(c) for c in record["target_scores"]) if isinstance(record.get("target_scores"), dict) and "target" not in record else ()
+        examples.append(Example(question, answer, choices))
+    if not examples:
+        raise InvalidInputError(f"{path} holds no examples.")
+    return examples
+
+
+def load_examples(path: str | Path, question_key: str = "question", answer_key: str = "answer") -> list[Example]:
+    """Examples from a BIG-bench task file (a JSON object with 'examples') or a question/answer file (JSON list or JSONL)."""
+    path = Path(path)
+    if path.is_dir() or path.name == "task.json":
+        return load_bigbench_task(path)
+    if path.suffix == ".json" and path.is_file():
+        try:
+            head = path.read_text(encoding="utf-8").lstrip()[:1]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInputError(f"Cannot read {path} as UTF-8 text: {exc}") from exc
+        if head == "{":
+            return load_bigbench_task(path)
+    return load_qa_file(path, question_key, answer_key)
+
+
+def shuffled(examples: Sequence[Example], seed: int) -> list[Example]:
+    """The examples in an order fixed by `seed` (to draw train/val/test splits from a file in file order)."""
+    out = list(examples)
+    random.Random(seed).shuffle(out)
+    return out
+
+
 _NUMBER = re.compile(
     r"-?\d+(?:,\d{3})*(?:\.\d+)?|\b(?:" + "|".join(TENS_WORDS) + r")(?:[\s-]+(?:" + "|".join(NUMBER_WORDS[1:10]) + r"))?\b|\b(?:"
     + "|".join(sorted(NUMBER_WORDS, key=len, reverse=True)) + r")\b",
@@ -184,6 +259,141 @@ def final_number(text: str) -> float | None:
     return None
 
 
+def _normalized(text: str) -> str:
+    return " ".join(text.lower().split()).strip(" .,;:!?'\"")
+
+
+def _after_answer(text: str) -> str | None:
+    """The text after the last 'answer:' in `text` (case-insensitive), or None when there is none."""
+    marker = text.lower().rfind("answer:")
+    return text[marker + len("answer:"):] if marker >= 0 else None
+
+
+def _choice_key(choice: str) -> str:
+    """A choice as it is matched: without the parentheses of an option letter such as '(A)', lower case
+    unless it is a single letter (so the article 'a' is not read as option A)."""
+    key = re.sub(r"^\((\w)\)$", r"\1", choice.strip())
+    return key if len(key) == 1 else _normalized(key)
+
+
+def _choice_in(text: str, choices: Sequence[str], last: bool) -> str | None:
+    """The choice named first (or last) in `text`, longest names winning where they overlap."""
+    found = []
+    for choice in choices:
+        key = _choice_key(choice)
+        if not key:
+            continue
+        haystack = text if len(key) == 1 else text.lower()
+        for match in re.finditer(r"(?<!\w)\(?" + re.escape(key) + r"\)?(?!\w)", haystack):
+            found.append((match.start(), -len(key), choice))
+    if not found:
+        return None
+    found.sort()
+    return found[-1][2] if last else found[0][2]
+
+
+class AnswerFormat:
+    """How an answer is written and read: the instruction the model gets, the metric's description for
+    the feedback model, and the reader that takes the answer out of a response."""
+
+    name = ""
+    purpose = ""
+
+    def instruction(self, example: Example) -> str:
+        """The sentence telling the model how to write its answer to `example`."""
+        raise NotImplementedError
+
+    def read(self, response: str, example: Example) -> str | None:
+        """The answer `response` gives, as the metric reads it, or None when it gives none."""
+        raise NotImplementedError
+
+    def is_correct(self, response: str, example: Example) -> bool:
+        """True when the answer read from `response` is the example's answer."""
+        raise NotImplementedError
+
+
+class NumberFormat(AnswerFormat):
+    """'Answer: 5' (textgrad's BBH and GSM8k format): the number after the last 'Answer:', else the last number."""
+
+    name = "number"
+    purpose = P.NUMBER_PURPOSE
+
+    def instruction(self, example: Example) -> str:
+        return P.NUMBER_INSTRUCTION
+
+    def read(self, response: str, example: Example) -> str | None:
+        value = final_number(response)
+        return None if value is None else f"{value:g}"
+
+    def is_correct(self, response: str, example: Example) -> bool:
+        return exact_match(response, example.answer)
+
+
+class ChoiceFormat(AnswerFormat):
+    """'Answer: True' for a question with allowed choices: the choice after the last 'Answer:', else the last one named."""
+
+    name = "choice"
+    purpose = P.CHOICE_PURPOSE
+
+    def instruction(self, example: Example) -> str:
+        return P.CHOICE_INSTRUCTION.format(choices=", ".join(example.choices))
+
+    def read(self, response: str, example: Example) -> str | None:
+        if not example.choices:
+            raise InvalidInputError(f"The choice format needs examples with choices; this one has none: {example.question[:80]!r}.")
+        tail = _after_answer(response)
+        if tail is not None:
+            picked = _choice_in(tail, example.choices, last=False)
+            if picked is not None:
+                return picked
+        return _choice_in(response, example.choices, last=True)
+
+    def is_correct(self, response: str, example: Example) -> bool:
+        picked = self.read(response, example)
+        return picked is not None and _choice_key(picked) == _choice_key(example.answer)
+
+
+class TextFormat(AnswerFormat):
+    """'Answer: some text': the rest of the line after the last 'Answer:', compared without case, spacing or end punctuation."""
+
+    name = "text"
+    purpose = P.TEXT_PURPOSE
+
+    def instruction(self, example: Example) -> str:
+        return P.TEXT_INSTRUCTION
+
+    def read(self, response: str, example: Example) -> str | None:
+        tail = _after_answer(response)
+        if tail is None:
+            return None
+        line = tail.strip().splitlines()[0] if tail.strip() else ""
+        return _normalized(line) or None
+
+    def is_correct(self, response: str, example: Example) -> bool:
+        return self.read(response, example) == _normalized(example.answer)
+
+
+ANSWER_FORMATS: dict[str, AnswerFormat] = {f.name: f for f in (NumberFormat(), ChoiceFormat(), TextFormat())}
+
+
+def get_answer_format(name: str | AnswerFormat) -> AnswerFormat:
+    """The answer format named `name` ('number', 'choice' or 'text'); a format object passes through."""
+    if isinstance(name, AnswerFormat):
+        return name
+    if name not in ANSWER_FORMATS:
+        raise InvalidInputError(f"Unknown answer format {name!r}; use one of {sorted(ANSWER_FORMATS)}.")
+    return ANSWER_FORMATS[name]
+
+
+def infer_format(examples: Sequence[Example]) -> AnswerFormat:
+    """'choice' when every example lists choices, 'number' when every answer is a number, else 'text'."""
+    if examples and all(e.choices for e in examples):
+        return ANSWER_FORMATS["choice"]
+    if examples and all(re.fullmatch(r"\s*-?\d+(?:\.\d+)?\s*", e.answer) for e in examples):
+        return ANSWER_FORMATS["number"]
+    return ANSWER_FORMATS["text"]
+
+
 def exact_match(prediction: str, answer: str) -> bool:
     """True when the prediction's final number equals the answer's number ("Answer: 5", "five" both count)."""
     predicted = final_number(prediction)
@@ -196,6 +406,16 @@ def exact_match_text(prediction: Variable, ground_truth_answer: Variable) -> str
     return "1" if exact_match(str(prediction.value), str(ground_truth_answer.value)) else "0"
 
 
-def exact_match_loss() -> StringBasedFunction:
-    """The exact-match metric as a graph node: call it with dict(prediction=..., ground_truth_answer=...)."""
-    return StringBasedFunction(exact_match_text, function_purpose=P.EXACT_MATCH_PURPOSE)
+def exact_match_loss(answer_format: str | AnswerFormat = "number") -> StringBasedFunction:
+    """The metric as a graph node: call it with dict(prediction=..., ground_truth_answer=...), plus
+    choices=... (a Variable listing them, one a line) for the choice format. Its purpose, shown to the
+    feedback model, says how the answer is read."""
+    fmt = get_answer_format(answer_format)
+
+    def score(prediction: Variable, ground_truth_answer: Variable, choices: Variable | None = None) -> str:
+        allowed = tuple(str(choices.value).splitlines()) if choices is not None else ()
+        example = Example("", str(ground_truth_answer.value), allowed)
+        return "1" if fmt.is_correct(str(prediction.value), example) else "0"
+
+    return StringBasedFunction(score, function_purpose=fmt.purpose)
+

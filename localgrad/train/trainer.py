@@ -1,18 +1,21 @@
-"""Minibatch prompt optimization, as in textgrad's prompt-optimization tutorial, with batched execution.
+"""Minibatch prompt optimization, as in textgrad's prompt-optimization tutorial, with batched execution
+and candidates chosen on validation.
 
-Each step runs the minibatch forward as one batch, the exact-match loss, a level-batched backward and
-one optimizer batch, then evaluates validation and test (one batch per split, chunked) and reverts the
-prompt when validation got worse. After every step a JSON checkpoint (config, prompt, optimizer state,
-data-order position, records) is replaced atomically, so `resume=True` continues at the next step.
+Each step starts from a parent prompt (the best so far, or a frontier prompt), runs the minibatch
+forward as one batch, the metric, a level-batched backward, and one optimizer batch proposing K
+candidate prompts. The candidates are scored on the minibatch and/or the validation set (one batch
+each); the best one replaces the current prompt only when it beats it on validation (ties keep the
+current prompt). With `adopt_every_update` the step takes the first candidate unchecked, as
+textgrad's plain loop does. After every step a JSON checkpoint (config, prompts and their validation
+results, optimizer state, records) is replaced atomically, so `resume=True` continues at the next step,
+and records.json, plot.png and report.html are rewritten from it.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import math
-import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,21 +23,46 @@ from pathlib import Path
 from typing import Any
 
 from localgrad.autograd.functional import sum as sum_variables
+from localgrad.autograd.llm_ops import content_parts
 from localgrad.engine import Engine, Usage, get_engine
-from localgrad.errors import CheckpointError, InvalidInputError, OutputParseError
+from localgrad.errors import (
+    CheckpointError,
+    InvalidInputError,
+    LocalgradError,
+    check_int,
+)
 from localgrad.model import BlackboxLLM
-from localgrad.optimizer.tgd import TGD
+from localgrad.optimizer.candidates import MAX_CANDIDATES, Candidate
+from localgrad.optimizer.tgd import DEFAULT_CANDIDATE_TEMPERATURE, TGD
 from localgrad.prompts import train as P
-from localgrad.train.tasks import Example, exact_match, exact_match_loss
+from localgrad.request import Request
+from localgrad.train.files import (
+    RunLock,
+    check_out_dir,
+    plot_scores,
+    read_checkpoint,
+    write_json_atomic,
+    write_text_atomic,
+)
+from localgrad.train.report import render_report
+from localgrad.train.selection import Scored, best_index, pick_parent
+from localgrad.train.tasks import (
+    ANSWER_FORMATS,
+    Example,
+    exact_match_loss,
+    get_answer_format,
+)
 from localgrad.variable import Variable
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 CHECKPOINT_FILE = "checkpoint.json"
 RECORDS_FILE = "records.json"
 PLOT_FILE = "plot.png"
-PHASES = ("forward", "loss", "backward", "step", "eval")
+REPORT_FILE = "report.html"
+PHASES = ("forward", "loss", "backward", "step", "select", "eval")
 # Options that may change between a run and its resumption: they only say when to stop.
 RESUMABLE_CHANGES = ("steps", "epochs")
+SELECT_ON = ("val", "minibatch+val")
 
 
 @dataclass(frozen=True)
@@ -43,6 +71,13 @@ class TrainerConfig:
 
     Give `steps` (minibatches in all) or `epochs` (passes over the training set); `steps` wins when
     both are set. `eval_batch_size` caps one evaluation batch (None: a whole split at once).
+    `answer_format` says how answers are read ('number', 'choice', 'text'); `answer_hint` appends its
+    instruction to every question so no prompt can lose it; `initial_prompt` None starts from the
+    format's task description. `candidates` is K, the new prompts proposed per step (1 is plain TGD),
+    sampled up to `candidate_temperature`; `select_on` 'minibatch+val' scores them on the minibatch
+    first and sends to validation only those not worse than the parent there. `frontier` starts each
+    step from a prompt of the Pareto frontier over validation examples. `adopt_every_update` takes the
+    first candidate unchecked (textgrad's plain loop).
     """
 
     batch_size: int = 4
@@ -50,10 +85,16 @@ class TrainerConfig:
     epochs: int | None = None
     seed: int = 0
     eval_batch_size: int | None = 32
-    initial_prompt: str = P.INITIAL_SYSTEM_PROMPT
+    initial_prompt: str | None = None
     prompt_role: str = P.SYSTEM_PROMPT_ROLE
-    revert_on_worse_val: bool = True
     constraints: tuple[str, ...] = ()
+    answer_format: str = "number"
+    answer_hint: bool = True
+    candidates: int = 1
+    candidate_temperature: float = DEFAULT_CANDIDATE_TEMPERATURE
+    select_on: str = "val"
+    frontier: bool = False
+    adopt_every_update: bool = False
 
     def __post_init__(self):
         _positive("batch_size", self.batch_size)
@@ -65,23 +106,40 @@ class TrainerConfig:
             _positive("epochs", self.epochs)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise InvalidInputError(f"TrainerConfig.seed must be an int, got {self.seed!r}.")
-        if not isinstance(self.revert_on_worse_val, bool):
-            raise InvalidInputError(f"TrainerConfig.revert_on_worse_val must be True or False, got {self.revert_on_worse_val!r}.")
         if self.eval_batch_size is not None:
             _positive("eval_batch_size", self.eval_batch_size)
-        for name in ("initial_prompt", "prompt_role"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
-                raise InvalidInputError(f"TrainerConfig.{name} must be a non-empty string.")
+        if self.initial_prompt is not None and (not isinstance(self.initial_prompt, str) or not self.initial_prompt.strip()):
+            raise InvalidInputError("TrainerConfig.initial_prompt must be a non-empty string or None.")
+        if not isinstance(self.prompt_role, str) or not self.prompt_role.strip():
+            raise InvalidInputError("TrainerConfig.prompt_role must be a non-empty string.")
         rules = (self.constraints,) if isinstance(self.constraints, str) else self.constraints
         if not isinstance(rules, (list, tuple)) or not all(isinstance(c, str) for c in rules):
             raise InvalidInputError(f"TrainerConfig.constraints must be a str or a list of str, got {self.constraints!r:.80}.")
         object.__setattr__(self, "constraints", tuple(rules))
+        if self.answer_format not in ANSWER_FORMATS:
+            raise InvalidInputError(f"TrainerConfig.answer_format must be one of {sorted(ANSWER_FORMATS)}, got {self.answer_format!r}.")
+        check_int("TrainerConfig.candidates", self.candidates, 1, MAX_CANDIDATES)
+        temperature = self.candidate_temperature
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature <= 2:
+            raise InvalidInputError(f"TrainerConfig.candidate_temperature must be a number in (0, 2], got {temperature!r}.")
+        if self.select_on not in SELECT_ON:
+            raise InvalidInputError(f"TrainerConfig.select_on must be one of {SELECT_ON}, got {self.select_on!r}.")
+        for name in ("answer_hint", "frontier", "adopt_every_update"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidInputError(f"TrainerConfig.{name} must be True or False, got {getattr(self, name)!r}.")
+        if self.adopt_every_update and (self.candidates > 1 or self.frontier):
+            raise InvalidInputError("adopt_every_update takes the first candidate unchecked: use it with candidates=1 and frontier=False.")
 
     def total_steps(self, train_size: int) -> int:
         """How many optimization steps this config asks for on a training set of `train_size`."""
         if self.steps is not None:
             return self.steps
         return self.epochs * math.ceil(train_size / self.batch_size)  # type: ignore[operator]
+
+    @property
+    def starting_prompt(self) -> str:
+        """The prompt the run starts from: `initial_prompt`, or the answer format's task description."""
+        return self.initial_prompt or P.INITIAL_PROMPT_BY_FORMAT[self.answer_format]
 
 
 def _positive(name: str, value: Any) -> None:
@@ -91,13 +149,12 @@ def _positive(name: str, value: Any) -> None:
 
 @dataclass
 class StepOutcome:
-    """What one training step produced: the responses, the losses and the feedback the prompt received."""
+    """What one training step produced: the responses, the losses, the feedback and the candidates."""
 
     responses: list[str]
     losses: list[str]
     prompt_feedback: list[str]
-    proposed_prompt: str
-    update_error: str | None = None
+    candidates: list[Candidate]
 
 
 @dataclass
@@ -114,31 +171,15 @@ class _Meter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.seconds = time.perf_counter() - self._started
+        self.seconds += time.perf_counter() - self._started
         for engine, before in zip(self.engines, self._before):
             self.usage = self.usage + (engine.usage - before)
 
 
 def fingerprint(examples: Sequence[Example]) -> str:
     """A short hash of a dataset split, to tell a checkpoint's data from other data."""
-    digest = hashlib.sha256(json.dumps([[e.question, e.answer] for e in examples]).encode("utf-8"))
-    return digest.hexdigest()[:16]
-
-
-def write_json_atomic(path: Path, value: Any) -> None:
-    """Write JSON to a temporary file beside `path`, then rename it over `path` (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(value, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    rows = [[e.question, e.answer, *e.choices] if e.choices else [e.question, e.answer] for e in examples]
+    return hashlib.sha256(json.dumps(rows).encode("utf-8")).hexdigest()[:16]
 
 
 def epoch_order(seed: int, epoch: int, train_size: int) -> list[int]:
@@ -148,40 +189,11 @@ def epoch_order(seed: int, epoch: int, train_size: int) -> list[int]:
     return order
 
 
-def plot_scores(records: list[dict[str, Any]], initial: dict[str, Any], path: Path) -> None:
-    """A PNG of validation and test score per step (step 0 is the starting prompt)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [0] + [r["step"] for r in records]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for key, label in (("val_score", "validation"), ("test_score", "test")):
-        ax.plot(steps, [initial[key]] + [r[key] for r in records], marker="o", label=label)
-    reverted = [r["step"] for r in records if r["reverted"]]
-    if reverted:
-        ax.scatter(reverted, [r["val_score"] for r in records if r["reverted"]], marker="x", color="red", zorder=3, label="reverted")
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_xlabel("step")
-    ax.set_ylabel("exact-match accuracy")
-    ax.set_ylim(-0.05, 1.05)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
 class Trainer:
     """Optimize a system prompt on question/answer examples with textual gradients, in batches.
 
     `engine` runs the forward calls; `backward_engine` (default: the same) runs feedback and updates.
-    With `out_dir`, a checkpoint, the records and a plot are written there after every step.
+    With `out_dir`, a checkpoint, the records, a plot and report.html are written there after every step.
     """
 
     def __init__(
@@ -200,18 +212,28 @@ class Trainer:
         if not train_set:
             raise InvalidInputError("Trainer needs at least one training example.")
         if not val_set:
-            raise InvalidInputError("Trainer needs at least one validation example (it decides when to revert).")
+            raise InvalidInputError("Trainer needs at least one validation example (it chooses among candidates on it).")
         self.config = config
         self.train_set, self.val_set, self.test_set = list(train_set), list(val_set), list(test_set)
+        for name, examples in (("train", self.train_set), ("val", self.val_set), ("test", self.test_set)):
+            if not all(isinstance(e, Example) for e in examples):
+                raise InvalidInputError(f"The {name} set must hold localgrad.train.Example items.")
+        self.out_dir = check_out_dir(out_dir) if out_dir is not None else None
+        self.answer_format = get_answer_format(config.answer_format)
+        if config.answer_format == "choice":
+            unlabeled = [e.question[:60] for e in self.train_set + self.val_set + self.test_set if not e.choices]
+            if unlabeled:
+                raise InvalidInputError(f"answer_format 'choice' needs choices on every example; {unlabeled[0]!r} has none.")
         self.engine = get_engine(engine)
         self.backward_engine = get_engine(backward_engine) if backward_engine is not None else self.engine
-        self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
-        self.system_prompt = Variable(config.initial_prompt, requires_grad=True, role_description=config.prompt_role)
+        self.system_prompt = Variable(config.starting_prompt, requires_grad=True, role_description=config.prompt_role)
         self.model = BlackboxLLM(self.engine, self.system_prompt)
-        self.loss_fn = exact_match_loss()
+        self.loss_fn = exact_match_loss(self.answer_format)
         self.optimizer = TGD([self.system_prompt], engine=self.backward_engine, constraints=list(config.constraints))
         self.records: list[dict[str, Any]] = []
+        self.pool: list[Scored] = []
+        self.best = 0
         self.initial: dict[str, Any] | None = None
 
     @property
@@ -230,59 +252,92 @@ class Trainer:
             "data": {name: fingerprint(s) for name, s in (("train", self.train_set), ("val", self.val_set), ("test", self.test_set))},
         }
 
+    def question_text(self, example: Example) -> str:
+        """What the model is asked: the question, with the answer format's instruction when `answer_hint` is on."""
+        if not self.config.answer_hint:
+            return example.question
+        return f"{example.question}\n\n{self.answer_format.instruction(example)}"
+
+    def score_prompts(self, prompts: Sequence[str], examples: Sequence[Example]) -> list[list[int]]:
+        """Per-example results (1 correct, 0 wrong) of each prompt: every (prompt, example) pair in one
+        batch, sent in pieces of `eval_batch_size`; no graph is kept."""
+        if not prompts or not examples:
+            return [[] for _ in prompts]
+        requests = [
+            Request.chat(content_parts([Variable(self.question_text(e), requires_grad=False, role_description=P.QUESTION_ROLE)]),
+                         system=prompt, sampling=self.engine.sampling)
+            for prompt in prompts for e in examples
+        ]
+        chunk = self.config.eval_batch_size or len(requests)
+        texts: list[str] = []
+        for start in range(0, len(requests), chunk):
+            texts += [c.text for c in self.engine.generate_batch(requests[start:start + chunk])]
+        n = len(examples)
+        return [
+            [int(self.answer_format.is_correct(texts[p * n + i], e)) for i, e in enumerate(examples)]
+            for p in range(len(prompts))
+        ]
+
     def evaluate(self, examples: Sequence[Example]) -> float:
-        """Exact-match accuracy of the current prompt: forward batches of `eval_batch_size`, no graph kept."""
+        """Exact-match accuracy of the current prompt on `examples` (forward batches of `eval_batch_size`)."""
         if not examples:
             return 0.0
-        chunk = self.config.eval_batch_size or len(examples)
-        correct = 0
-        for start in range(0, len(examples), chunk):
-            part = examples[start:start + chunk]
-            questions = [Variable(e.question, requires_grad=False, role_description=P.QUESTION_ROLE) for e in part]
-            responses = self.model(questions)
-            correct += sum(exact_match(r.value, e.answer) for r, e in zip(responses, part))
-        return correct / len(examples)
+        (results,) = self.score_prompts([self.system_prompt.value], examples)
+        return sum(results) / len(examples)
 
     def train_step(self, batch: Sequence[Example], timings: dict[str, _Meter] | None = None) -> StepOutcome:
-        """One optimization step on a minibatch: forward (one batch), loss, backward (one batch a level), update."""
+        """One step on a minibatch from the current prompt: forward (one batch), metric, backward (one batch
+        a level), and K candidate prompts (one batch). The prompt itself is not changed."""
         meters = timings if timings is not None else {}
         engines = self.engines
         self.optimizer.zero_grad()
-        questions = [Variable(e.question, requires_grad=False, role_description=P.QUESTION_ROLE) for e in batch]
+        questions = [Variable(self.question_text(e), requires_grad=False, role_description=P.QUESTION_ROLE) for e in batch]
         answers = [Variable(e.answer, requires_grad=False, role_description=P.ANSWER_ROLE) for e in batch]
         with meters.setdefault("forward", _Meter(engines)):
             responses = self.model(questions)
         with meters.setdefault("loss", _Meter(engines)):
-            losses = self.loss_fn([{"prediction": r, "ground_truth_answer": a} for r, a in zip(responses, answers)])
+            inputs = []
+            for response, answer, example in zip(responses, answers, batch):
+                mapping = {"prediction": response, "ground_truth_answer": answer}
+                if example.choices:
+                    mapping["choices"] = Variable("\n".join(example.choices), requires_grad=False, role_description=P.CHOICES_ROLE)
+                inputs.append(mapping)
+            losses = self.loss_fn(inputs)
         with meters.setdefault("backward", _Meter(engines)):
             sum_variables(losses).backward(self.backward_engine)
         feedback = [g.value for g in self.system_prompt.gradients]
-        error = None
         with meters.setdefault("step", _Meter(engines)):
-            try:
-                self.optimizer.step()
-            except OutputParseError as exc:
-                error = str(exc).splitlines()[0]
+            (candidates,) = self.optimizer.propose(self.config.candidates, self.config.candidate_temperature)
         return StepOutcome(
             responses=[r.value for r in responses],
-            losses=[l.value for l in losses],
+            losses=[loss.value for loss in losses],
             prompt_feedback=feedback,
-            proposed_prompt=self.system_prompt.value,
-            update_error=error,
+            candidates=candidates,
         )
 
     def fit(self, resume: bool = False, callback: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Run the configured steps (continuing a checkpoint with `resume=True`) and return the final state.
 
-        `callback(record)` runs after each step's checkpoint is written.
+        `callback(record)` runs after each step's checkpoint is written. With an output directory the
+        run holds its lock: a second run into the same directory fails at once.
         """
+        if self.out_dir is None:
+            return self._fit(resume, callback)
+        with RunLock(self.out_dir):
+            return self._fit(resume, callback)
+
+    def _fit(self, resume: bool, callback: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
         from tqdm.auto import tqdm
 
         total = self.config.total_steps(len(self.train_set))
-        if not self._restore(resume):
+        if self._restore(resume):
+            self._write_outputs(self.state())
+        else:
             with _Meter(self.engines) as meter:
-                val, test = self.evaluate(self.val_set), self.evaluate(self.test_set)
-            self.initial = {"prompt": self.system_prompt.value, "val_score": val, "test_score": test,
+                (val,) = self.score_prompts([self.system_prompt.value], self.val_set)
+                test = self.evaluate(self.test_set)
+            self.pool, self.best = [Scored(self.system_prompt.value, val, 0)], 0
+            self.initial = {"prompt": self.system_prompt.value, "val_score": self.pool[0].score, "test_score": test,
                             "seconds": round(meter.seconds, 3), "usage": meter.usage.to_dict()}
             self._save()
         bar = tqdm(total=total, initial=min(len(self.records), total), desc="optimizing", unit="step", disable=not self.progress)
@@ -297,45 +352,106 @@ class Trainer:
                     callback(record)
         return self.state()
 
-    def _run_step(self, index: int) -> dict[str, Any]:
+    def _batch_indices(self, index: int) -> tuple[int, list[int]]:
         per_epoch = math.ceil(len(self.train_set) / self.config.batch_size)
         epoch, position = divmod(index, per_epoch)
         order = epoch_order(self.config.seed, epoch, len(self.train_set))
-        indices = order[position * self.config.batch_size:(position + 1) * self.config.batch_size]
-        previous_prompt, previous_val = self.system_prompt.value, self.current_val_score()
+        return epoch, order[position * self.config.batch_size:(position + 1) * self.config.batch_size]
+
+    def _run_step(self, index: int) -> dict[str, Any]:
+        epoch, indices = self._batch_indices(index)
+        batch = [self.train_set[i] for i in indices]
         started = time.perf_counter()
-        meters: dict[str, _Meter] = {}
-        outcome = self.train_step([self.train_set[i] for i in indices], meters)
-        with meters.setdefault("eval", _Meter(self.engines)):
-            if outcome.update_error is None:
-                val = self.evaluate(self.val_set)
-                reverted = self.config.revert_on_worse_val and val < previous_val
-                if reverted:
-                    self.system_prompt.set_value(previous_prompt)
-                    val = previous_val
-                test = self.evaluate(self.test_set) if not reverted else self._last("test_score")
+        meters: dict[str, _Meter] = {p: _Meter(self.engines) for p in PHASES}
+        parent = pick_parent(self.pool, random.Random(f"{self.config.seed}:parent:{index}")) if self.config.frontier else self.best
+        previous_best = self.best
+        self.system_prompt.set_value(self.pool[parent].prompt)
+        outcome = self.train_step(batch, meters)
+        parent_correct = [int(loss == "1") for loss in outcome.losses]
+        candidates = self._judge(outcome.candidates, parent, batch, parent_correct, meters)
+        with meters["eval"]:
+            if self.best != previous_best:
+                self.system_prompt.set_value(self.pool[self.best].prompt)
+                test = self.evaluate(self.test_set)
             else:
-                val, test, reverted = previous_val, self._last("test_score"), False
+                test = self._last("test_score")
+        self.system_prompt.set_value(self.pool[self.best].prompt)
         usage = sum((meter.usage for meter in meters.values()), Usage())
         return {
             "step": index + 1,
             "epoch": epoch,
             "batch_indices": indices,
-            "train_accuracy": sum(l == "1" for l in outcome.losses) / len(outcome.losses),
-            "val_score": val,
+            "parent": parent,
+            "parent_prompt": self.pool[parent].prompt,
+            "train_accuracy": sum(parent_correct) / len(parent_correct),
+            "feedback": outcome.prompt_feedback,
+            "responses": outcome.responses,
+            "candidates": candidates,
+            "accepted": self.best != previous_best,
+            "val_score": self.pool[self.best].score,
             "test_score": test,
-            "prompt": self.system_prompt.value,
-            "proposed_prompt": outcome.proposed_prompt,
-            "reverted": reverted,
-            "update_error": outcome.update_error,
+            "prompt": self.pool[self.best].prompt,
+            "update_error": None if any(c.value is not None for c in outcome.candidates) else "no candidate had a parseable value",
             "seconds": {**{p: round(meters[p].seconds, 3) for p in PHASES}, "total": round(time.perf_counter() - started, 3)},
             "batches": {p: meters[p].usage.batches for p in PHASES},
             "tokens": {"prompt": usage.prompt_tokens, "completion": usage.completion_tokens},
             "usage": usage.to_dict(),
         }
 
+    def _judge(
+        self, proposed: list[Candidate], parent: int, batch: Sequence[Example], parent_correct: list[int], meters: dict[str, _Meter]
+    ) -> list[dict[str, Any]]:
+        """Score the candidates and update the pool and the best prompt; the candidates as records."""
+        records = [{"value": c.value, "problem": c.problem, "temperature": c.temperature, "seed": c.seed, "minibatch_score": None,
+                    "val_score": None, "status": "refused" if c.value is None else "same as parent"} for c in proposed]
+        known = {entry.prompt for entry in self.pool}
+        fresh: dict[str, int] = {}
+        for i, c in enumerate(proposed):
+            if c.value is None or c.value == self.pool[parent].prompt:
+                continue
+            if c.value in fresh or c.value in known:
+                records[i]["status"] = "duplicate"
+                continue
+            fresh[c.value] = i
+        if self.config.adopt_every_update:
+            return self._adopt(proposed[0], records, meters)
+        values = list(fresh)
+        with meters["select"]:
+            if self.config.select_on == "minibatch+val" and values:
+                parent_score = sum(parent_correct) / len(parent_correct)
+                for value, results in zip(list(values), self.score_prompts(values, batch)):
+                    score = sum(results) / len(results)
+                    records[fresh[value]]["minibatch_score"] = score
+                    if score < parent_score:
+                        records[fresh[value]]["status"] = "worse on minibatch"
+                        values.remove(value)
+            scored = [Scored(value, results, len(self.records) + 1) for value, results in zip(values, self.score_prompts(values, self.val_set))]
+        for entry in scored:
+            records[fresh[entry.prompt]]["val_score"] = entry.score
+            records[fresh[entry.prompt]]["status"] = "not better"
+        winner = max(scored, key=lambda e: e.score, default=None)
+        if winner is not None and winner.score > self.pool[self.best].score:
+            records[fresh[winner.prompt]]["status"] = "accepted"
+        if self.config.frontier:
+            self.pool += [e for e in scored if not any(_covers(other.val, e.val) for other in self.pool)]
+        elif winner is not None and winner.score > self.pool[self.best].score:
+            self.pool.append(winner)
+        self.best = best_index(self.pool)
+        return records
+
+    def _adopt(self, candidate: Candidate, records: list[dict[str, Any]], meters: dict[str, _Meter]) -> list[dict[str, Any]]:
+        """textgrad's plain loop: the first candidate becomes the prompt, scored on validation for the record."""
+        if candidate.value is None:
+            return records
+        with meters["select"]:
+            (results,) = self.score_prompts([candidate.value], self.val_set)
+        records[0].update(val_score=sum(results) / len(results), status="accepted")
+        self.pool.append(Scored(candidate.value, results, len(self.records) + 1))
+        self.best = len(self.pool) - 1
+        return records
+
     def current_val_score(self) -> float:
-        """The validation score of the prompt as it stands (after any revert)."""
+        """The validation score of the best prompt so far."""
         return self._last("val_score")
 
     def _last(self, key: str) -> float:
@@ -356,8 +472,8 @@ class Trainer:
     def state(self) -> dict[str, Any]:
         """The whole run as plain values: what the checkpoint holds."""
         steps_done = len(self.records)
+        epoch, _ = self._batch_indices(steps_done)
         per_epoch = math.ceil(len(self.train_set) / self.config.batch_size)
-        epoch = steps_done // per_epoch
         return {
             "version": CHECKPOINT_VERSION,
             "identity": self.identity(),
@@ -372,6 +488,8 @@ class Trainer:
             },
             "initial": self.initial,
             "records": self.records,
+            "pool": [entry.to_dict() for entry in self.pool],
+            "best": self.best,
             "totals": self.totals(),
         }
 
@@ -380,8 +498,15 @@ class Trainer:
             return
         state = self.state()
         write_json_atomic(self.out_dir / CHECKPOINT_FILE, state)
+        self._write_outputs(state)
+
+    def _write_outputs(self, state: dict[str, Any]) -> None:
+        """records.json, plot.png and report.html, all derived from the checkpoint's state."""
+        if self.out_dir is None:
+            return
         write_json_atomic(self.out_dir / RECORDS_FILE, {"initial": state["initial"], "records": state["records"], "totals": state["totals"]})
-        plot_scores(self.records, self.initial, self.out_dir / PLOT_FILE)  # type: ignore[arg-type]
+        plot_scores(state["records"], state["initial"], self.out_dir / PLOT_FILE)
+        write_text_atomic(self.out_dir / REPORT_FILE, render_report(state))
 
     def _restore(self, resume: bool) -> bool:
         """Load the checkpoint when resuming; True when one was loaded."""
@@ -396,23 +521,49 @@ class Trainer:
             raise CheckpointError(
                 f"{path} already exists. Pass resume=True (--resume) to continue that run, or choose another output directory."
             )
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"Cannot read the checkpoint {path}: {exc}. Delete it to start over.") from exc
-        if not isinstance(saved, dict) or saved.get("version") != CHECKPOINT_VERSION:
-            raise CheckpointError(f"{path} is not a localgrad trainer checkpoint of version {CHECKPOINT_VERSION}.")
-        differences = _differences(saved.get("identity", {}), self.identity())
+        saved = read_checkpoint(path, CHECKPOINT_VERSION)
+        differences = _differences(saved["identity"], self.identity())
         if differences:
             raise CheckpointError(
                 f"The checkpoint {path} is from a different run; it differs in: " + "; ".join(differences)
                 + ". Use the same options to resume, or another output directory to start over."
             )
+        problem = self._consistency_problem(saved)
+        if problem:
+            raise CheckpointError(f"The checkpoint {path} is not usable: {problem}. It was damaged or edited; delete it to start over.")
+        try:
+            self.optimizer.load_state_dict(saved["optimizer"])
+        except LocalgradError as exc:
+            raise CheckpointError(f"The checkpoint {path} holds an unusable optimizer state: {exc}") from exc
         self.system_prompt.set_value(saved["prompt"])
-        self.optimizer.load_state_dict(saved["optimizer"])
         self.initial = saved["initial"]
         self.records = list(saved["records"])
+        self.pool = [Scored(e["prompt"], list(e["val"]), e["step"]) for e in saved["pool"]]
+        self.best = saved["best"]
         return True
+
+    def _consistency_problem(self, saved: dict[str, Any]) -> str | None:
+        """What in a schema-valid checkpoint contradicts itself or this run's data, as a sentence."""
+        pool, best, records = saved["pool"], saved["best"], saved["records"]
+        if not pool or not 0 <= best < len(pool):
+            return f"best = {best} does not index its {len(pool)} scored prompts"
+        if any(len(e["val"]) != len(self.val_set) or not set(e["val"]) <= {0, 1} for e in pool):
+            return f"a scored prompt's validation results are not {len(self.val_set)} zeros and ones"
+        if saved["prompt"] != pool[best]["prompt"]:
+            return "its prompt is not its best scored prompt"
+        if [r["step"] for r in records] != list(range(1, len(records) + 1)):
+            return "its records are not steps 1, 2, ... in order"
+        if len(saved["optimizer"]["memory"]) != 1:
+            return "its optimizer state is not for one parameter"
+        proposals = saved["optimizer"].get("proposals", 0)
+        if isinstance(proposals, bool) or not isinstance(proposals, int) or proposals < 0:
+            return f"its optimizer's proposal count is {proposals!r}, not an int >= 0"
+        return None
+
+
+def _covers(a: Sequence[int], b: Sequence[int]) -> bool:
+    """True when `a` is at least as good as `b` on every example (so `b` adds nothing to a frontier)."""
+    return all(x >= y for x, y in zip(a, b))
 
 
 def _engine_identity(engine: Engine) -> dict[str, Any]:
@@ -432,4 +583,6 @@ def _differences(saved: Any, current: Any, where: str = "") -> list[str]:
     return []
 
 
-__all__ = ["StepOutcome", "Trainer", "TrainerConfig", "epoch_order", "fingerprint", "plot_scores", "write_json_atomic"]
+__all__ = [
+    "StepOutcome", "Trainer", "TrainerConfig", "epoch_order", "fingerprint", "plot_scores", "write_json_atomic",
+]

@@ -1052,7 +1052,7 @@ def _trainer_config(draw):
         "eval_batch_size": (st.one_of(st.just(OMIT), st.none(), positive), st.one_of(st.integers(-3, 0), junk_except(int, type(None)))),
         "initial_prompt": (st.one_of(st.just(OMIT), NONBLANK, BRACED), st.one_of(BLANK, junk_except(str))),
         "prompt_role": (st.one_of(st.just(OMIT), ROLES), BAD_ROLES),
-        "revert_on_worse_val": (st.one_of(st.just(OMIT), st.booleans()), junk_except(bool)),
+        "adopt_every_update": (st.one_of(st.just(OMIT), st.booleans()), junk_except(bool)),
         "constraints": (st.one_of(st.just(OMIT), st.lists(NONBLANK, max_size=2).map(tuple), st.lists(NONBLANK, max_size=2), NONBLANK),
                         st.one_of(junk_except(list, tuple, str, dict), st.lists(junk_except(str), min_size=1, max_size=2))),
     })
