@@ -74,24 +74,6 @@ def tagged(start: str, end: str) -> Constraint:
     return Constraint(regex=regex, grammar=tagged_grammar(start, end), tags=(start, end))
 
 
-CHARS_PER_TOKEN_FLOOR = 3
-
-
-def within_budget(constraint: Constraint | None, max_tokens: int) -> Constraint | None:
-    """A tag constraint rebuilt so its value fits `max_tokens`, for backends that cannot plan a constraint
-    against the token limit (remote servers, vLLM): the value is capped at about 3 characters per token
-    left after the tags, so the closing tag is not cut off. Other constraints come back unchanged."""
-    if constraint is None or constraint.tags is None:
-        return constraint
-    start, end = constraint.tags
-    reserve = (len(start) + len(end)) // 2
-    max_units = CHARS_PER_TOKEN_FLOOR * (max_tokens - reserve)
-    if max_units < 1:
-        return constraint
-    regex = re.escape(start) + tagged_body_regex(end, max_units) + re.escape(end)
-    return Constraint(regex=regex, grammar=tagged_grammar(start, end, max_units), tags=constraint.tags)
-
-
 def _loose_tag(tag: str) -> str:
     inner = tag.strip()
     if inner.startswith("<") and inner.endswith(">"):
