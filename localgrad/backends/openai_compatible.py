@@ -213,7 +213,7 @@ def retry_after_s(value: str | None) -> float | None:
 
 
 @dataclass(frozen=True)
-class Answer:
+class _Answer:
     """A whole HTTP answer, read within the deadline and the size cap."""
 
     status: int
@@ -231,7 +231,7 @@ class Answer:
         return json.loads(self.content)
 
 
-class AnswerTooLarge(Exception):
+class _AnswerTooLarge(Exception):
     """An answer grew past the size cap; `size` is how far it got (or what it declared)."""
 
     def __init__(self, size: int):
@@ -239,11 +239,11 @@ class AnswerTooLarge(Exception):
         self.size = size
 
 
-class DeadlinePassed(Exception):
+class _DeadlinePassed(Exception):
     """An exchange did not finish by its deadline."""
 
 
-def server_error_message(response: Answer) -> str:
+def server_error_message(response: _Answer) -> str:
     """The server's own explanation of an HTTP error, shortened, from the usual JSON shapes or raw text."""
     try:
         data = response.json()
@@ -418,7 +418,7 @@ class OpenAICompatibleBackend(Backend):
             try:
                 answer = self._fetch("POST", root + path, body(self.options.model, text), self._short_deadline_s)
                 count = _token_count(answer.json()) if answer.status == 200 else None
-            except (httpx.HTTPError, DeadlinePassed, AnswerTooLarge, ValueError):
+            except (httpx.HTTPError, _DeadlinePassed, _AnswerTooLarge, ValueError):
                 count = None
             if count is not None:
                 self._tokenize_route = index
@@ -455,12 +455,12 @@ class OpenAICompatibleBackend(Backend):
         timeouts = self.options.timeouts
         try:
             response = self._fetch("POST", url, body, timeouts.deadline_s)
-        except DeadlinePassed as exc:
+        except _DeadlinePassed as exc:
             raise _Failure(self._error(BackendTimeoutError, f"no whole answer from {where} within {timeouts.deadline_s:g} s "
                                        f"(timeouts.connect {timeouts.connect:g} + timeouts.read {timeouts.read:g}). "
                                        "Raise timeouts.read, lower max_tokens, or send smaller batches.", request),
                            False) from exc
-        except AnswerTooLarge as exc:
+        except _AnswerTooLarge as exc:
             raise _Failure(self._error(BackendResponseError, f"{where} sent an answer of more than "
                                        f"{self.options.max_response_bytes} bytes ({exc.size} so far); it was refused "
                                        "unread. Lower max_tokens, or raise max_response_bytes for a server you trust.",
@@ -490,9 +490,9 @@ class OpenAICompatibleBackend(Backend):
             raise _Failure(self._error(BackendResponseError, f"{where} answered with an unusable chat "
                                        f"completion: {exc}. Response: {json.dumps(data)[:300]}", request), False) from exc
 
-    def _fetch(self, method: str, url: str, body: Any, deadline_s: float) -> Answer:
-        """One HTTP exchange, whole by `deadline_s` (DeadlinePassed otherwise) and at most `max_response_bytes`
-        (AnswerTooLarge otherwise); httpx's errors pass through. The exchange runs on its own thread so the
+    def _fetch(self, method: str, url: str, body: Any, deadline_s: float) -> _Answer:
+        """One HTTP exchange, whole by `deadline_s` (_DeadlinePassed otherwise) and at most `max_response_bytes`
+        (_AnswerTooLarge otherwise); httpx's errors pass through. The exchange runs on its own thread so the
         deadline holds whatever the socket does; one left behind stops at its next chunk or socket timeout."""
         cancel = threading.Event()
         try:
@@ -504,30 +504,30 @@ class OpenAICompatibleBackend(Backend):
         except FutureTimeout:
             cancel.set()
             future.cancel()
-            raise DeadlinePassed(url) from None
+            raise _DeadlinePassed(url) from None
 
-    def _exchange(self, method: str, url: str, body: Any, cancel: threading.Event) -> Answer:
+    def _exchange(self, method: str, url: str, body: Any, cancel: threading.Event) -> _Answer:
         limit = self.options.max_response_bytes
         with self._client.stream(method, url, json=body, headers={"Accept-Encoding": "identity"}) as response:
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > limit:
-                raise AnswerTooLarge(int(declared))
+                raise _AnswerTooLarge(int(declared))
             chunks, size = [], 0
             for chunk in response.iter_bytes():
                 if cancel.is_set():
-                    raise DeadlinePassed(url)
+                    raise _DeadlinePassed(url)
                 size += len(chunk)
                 if size > limit:
-                    raise AnswerTooLarge(size)
+                    raise _AnswerTooLarge(size)
                 chunks.append(chunk)
-            return Answer(response.status_code, response.reason_phrase, response.headers, b"".join(chunks))
+            return _Answer(response.status_code, response.reason_phrase, response.headers, b"".join(chunks))
 
     @property
     def _short_deadline_s(self) -> float:
         """The deadline of the small setup requests (model list, kind detection, tokenize)."""
         return max(self.options.timeouts.connect, 10.0)
 
-    def _http_failure(self, response: Answer, where: str, request: Request) -> _Failure:
+    def _http_failure(self, response: _Answer, where: str, request: Request) -> _Failure:
         status = response.status
         message = server_error_message(response)
         if status in (401, 403):
@@ -549,10 +549,10 @@ class OpenAICompatibleBackend(Backend):
         url = f"{base_url}/models"
         try:
             response = self._fetch("GET", url, None, self._short_deadline_s)
-        except (httpx.TimeoutException, DeadlinePassed) as exc:
+        except (httpx.TimeoutException, _DeadlinePassed) as exc:
             raise BackendTimeoutError(f"no answer from {url} within {self._short_deadline_s:g} s. Check that the "
                                       "server is up and base_url is right.", backend=self.name) from exc
-        except AnswerTooLarge as exc:
+        except _AnswerTooLarge as exc:
             raise BackendResponseError(f"{url} sent a model list of more than {self.options.max_response_bytes} "
                                        "bytes. Check base_url, or pass check_model=False.", backend=self.name) from exc
         except httpx.TransportError as exc:
@@ -596,7 +596,7 @@ class OpenAICompatibleBackend(Backend):
         try:
             response = self._fetch("GET", url, None, self._short_deadline_s)
             data = response.json() if response.status == 200 else None
-        except (httpx.HTTPError, DeadlinePassed, AnswerTooLarge, ValueError):
+        except (httpx.HTTPError, _DeadlinePassed, _AnswerTooLarge, ValueError):
             return None
         return data if isinstance(data, dict) else None
 
