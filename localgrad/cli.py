@@ -152,6 +152,14 @@ OPTIMIZE_DESCRIPTION = (
     "records.json (scores, prompt, tokens and time of each step), plot.png (validation and test score per step) "
     "and report.html (one page to read the run)."
 )
+def run_export_model(args: argparse.Namespace) -> None:
+    """Export the embedded model to a transformers directory, for engines that cannot read GGUF (vLLM)."""
+    from localgrad.export import export_embedded_model
+
+    started = time.perf_counter()
+    out = export_embedded_model(args.dir, overwrite=args.overwrite)
+    print(f"exported the embedded model to {out} in {time.perf_counter() - started:.0f} s; "
+          f"use it as 'vllm:{out}' or serve it with vLLM's OpenAI server (see the README)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="output directory; the run writes checkpoint.json, records.json, plot.png and report.html there (default: localgrad-run)")
     opt.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
     opt.set_defaults(run=run_optimize)
+    export = commands.add_parser("export-model", help="export the embedded model to a transformers directory (for vLLM)")
+    export.add_argument("dir", help="directory to write the model into (new or empty)")
+    export.add_argument("--overwrite", action="store_true", help="replace what the directory holds")
+    export.set_defaults(run=run_export_model)
     return parser
 
 

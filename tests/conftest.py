@@ -53,3 +53,20 @@ def _no_backward_engine():
 def embedded():
     """The real embedded SmolLM2-135M on the transformers backend, loaded once per test session."""
     return get_engine("embedded:transformers", max_tokens=48)
+
+
+@pytest.fixture
+def fault_server():
+    """Start fault-injecting HTTP servers on loopback: `fault_server(respond)` -> `tests.fault_server.FaultServer`;
+    all are stopped after the test."""
+    from fault_server import FaultServer
+
+    servers: list[FaultServer] = []
+
+    def start(respond=None) -> FaultServer:
+        servers.append(FaultServer(respond) if respond is not None else FaultServer())
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import localgrad as tg
 from localgrad.backends.base import Backend
-from localgrad.backends.constraints import read_tagged, tagged, within_budget
+from localgrad.backends.constraints import read_tagged, tagged
 from localgrad.engine import Engine, get_engine
 from localgrad.errors import InvalidInputError, OutputParseError
 from localgrad.execution import backward
@@ -160,13 +160,6 @@ def test_the_grammar_is_the_regex_on_llama_cpp():
             ll.llama_sampler_free(parsed)
     finally:
         backend.close()
-
-
-def test_a_budgeted_update_constraint_stays_tag_free():
-    capped = within_budget(update_constraint(TAGS), 64)
-    assert capped.tag_free and capped.regex != update_constraint(TAGS).regex
-    assert re.fullmatch(capped.regex, START + "a <b> c" + END)
-    assert not re.fullmatch(capped.regex, START + "a </VARIABLE> c" + END)
 
 
 def test_optimizer_tags_must_be_capital_tags():

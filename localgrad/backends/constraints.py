@@ -62,15 +62,14 @@ def _regex_pieces(end: str, tag_free: bool) -> tuple[str, str]:
     return f"(?:{re.escape(end[0])}{path})", tail
 
 
-def tagged_body_regex(end: str, max_units: int | None = None, tag_free: bool = False) -> str:
+def tagged_body_regex(end: str, tag_free: bool = False) -> str:
     """A regex for any text with a non-blank character that holds neither `end` nor, when `tag_free`, the start
-    of any tag; at most about `max_units` characters long when given."""
+    of any tag."""
     _check_tags("<", end, tag_free)
     partial, tail = _regex_pieces(end, tag_free)
     lead = _regex_class_char(end[0])
     opened = f"{partial}*{re.escape(end[0])}{tail}"
-    repeat = "*" if max_units is None else f"{{0,{max_units}}}"
-    return f"[{BLANK_CLASS}]*(?:(?:[^{lead}{BLANK_CLASS}]|{opened})(?:[^{lead}]|{opened}){repeat}{partial}*|{partial}+)"
+    return f"[{BLANK_CLASS}]*(?:(?:[^{lead}{BLANK_CLASS}]|{opened})(?:[^{lead}]|{opened})*{partial}*|{partial}+)"
 
 
 def _grammar_pieces(end: str, tag_free: bool) -> list[str]:
@@ -89,15 +88,14 @@ def _grammar_pieces(end: str, tag_free: bool) -> list[str]:
     return rules
 
 
-def tagged_grammar(start: str, end: str, max_units: int | None = None, tag_free: bool = False) -> str:
+def tagged_grammar(start: str, end: str, tag_free: bool = False) -> str:
     """The GBNF grammar of `start`, then any text that is not blank and holds neither `end` nor, when
-    `tag_free`, the start of any tag, then `end` (the text at most about `max_units` characters long when given)."""
+    `tag_free`, the start of any tag, then `end`."""
     _check_tags(start, end, tag_free)
     lead_literal, lead_class = _gbnf_literal(end[0]), _gbnf_class_char(end[0])
-    repeat = "*" if max_units is None else f"{{0,{max_units}}}"
     rules = [
         f"root ::= {_gbnf_literal(start)} body {_gbnf_literal(end)}",
-        f"body ::= [{BLANK_CLASS}]* (first unit{repeat} partial* | partial+)",
+        f"body ::= [{BLANK_CLASS}]* (first unit* partial* | partial+)",
         f"first ::= [^{lead_class}{BLANK_CLASS}] | partial* {lead_literal} tail0",
         f"unit ::= [^{lead_class}] | partial* {lead_literal} tail0",
         *_grammar_pieces(end, tag_free),
@@ -105,30 +103,13 @@ def tagged_grammar(start: str, end: str, max_units: int | None = None, tag_free:
     return "\n".join(rules) + "\n"
 
 
-def tagged(start: str, end: str, tag_free: bool = False, max_units: int | None = None) -> Constraint:
+def tagged(start: str, end: str, tag_free: bool = False) -> Constraint:
     """A constraint forcing output to be exactly `start`, a value that is not blank and holds neither `end`
-    nor, when `tag_free`, the start of any tag, then `end` (the value at most about `max_units` characters when given)."""
+    nor, when `tag_free`, the start of any tag, then `end`."""
     _check_tags(start, end, tag_free)
-    regex = re.escape(start) + tagged_body_regex(end, max_units, tag_free) + re.escape(end)
-    grammar = tagged_grammar(start, end, max_units, tag_free)
+    regex = re.escape(start) + tagged_body_regex(end, tag_free) + re.escape(end)
+    grammar = tagged_grammar(start, end, tag_free)
     return Constraint(regex=regex, grammar=grammar, tags=(start, end), tag_free=tag_free)
-
-
-CHARS_PER_TOKEN_FLOOR = 3
-
-
-def within_budget(constraint: Constraint | None, max_tokens: int) -> Constraint | None:
-    """A tag constraint rebuilt so its value fits `max_tokens`, for backends that cannot plan a constraint
-    against the token limit (remote servers, vLLM): the value is capped at about 3 characters per token
-    left after the tags, so the closing tag is not cut off. Other constraints come back unchanged."""
-    if constraint is None or constraint.tags is None:
-        return constraint
-    start, end = constraint.tags
-    reserve = (len(start) + len(end)) // 2
-    max_units = CHARS_PER_TOKEN_FLOOR * (max_tokens - reserve)
-    if max_units < 1:
-        return constraint
-    return tagged(start, end, constraint.tag_free, max_units)
 
 
 def read_tagged(text: str, start: str, end: str, tag_free: bool = False) -> tuple[str | None, str]:

@@ -3,26 +3,35 @@ servers, Ollama, or a gateway in front of them.
 
 A batch becomes concurrent HTTP requests (bounded by `max_concurrency`) spread round-robin over
 one or more replicas, so servers with continuous batching turn the batch into throughput.
-Constraints travel in whichever field the server understands (`structured_output`).
+Constraints travel in whichever field the server understands (`structured_output`). A tag constraint is
+sent unbounded with max_tokens less its closing tag (counted by the server's own `/tokenize`), and an
+answer cut off at the limit gets its closing tag added (`tag_budget`), so tag outputs are always whole.
+
+Every attempt has one deadline (connect + read) however the server sends its answer, and an answer
+larger than `max_response_bytes` is refused while it streams in, never read whole.
 """
 from __future__ import annotations
 
+import email.utils
 import itertools
 import json
+import math
 import os
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Sequence, Union
 from urllib.parse import urlsplit
 
 import httpx
 
 from localgrad.backends.base import Backend
-from localgrad.backends.constraints import within_budget
 from localgrad.backends.openai_format import openai_chat_fields, parse_chat_response
 from localgrad.backends.options import build_options
+from localgrad.backends.tag_budget import close_completion, token_budget
 from localgrad.errors import (
     BackendError,
     BackendResponseError,
@@ -42,7 +51,11 @@ _UNAVAILABLE_STATUS = frozenset({429, 502, 503, 504})
 
 @dataclass(frozen=True)
 class Timeouts:
-    """How long to wait, in seconds: to open a connection, and for a whole answer to arrive."""
+    """How long to wait, in seconds: to open a connection, and for a whole answer to arrive.
+
+    Each attempt ends by its deadline, `connect + read` seconds after it starts, even against a server
+    that trickles its answer a byte at a time or never sends it.
+    """
 
     connect: float = 5.0
     read: float = 600.0
@@ -53,8 +66,14 @@ class Timeouts:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise InvalidInputError(f"Timeouts.{name} must be a positive number of seconds, got {value!r}.")
 
+    @property
+    def deadline_s(self) -> float:
+        """The most one attempt may take, start to last byte."""
+        return self.connect + self.read
+
     def to_httpx(self) -> httpx.Timeout:
-        """The same limits as an `httpx.Timeout` (writes and pool waits use the connect limit)."""
+        """The same limits as an `httpx.Timeout`, per network operation (writes use the connect limit;
+        waiting for a pooled connection is bounded by the deadline)."""
         return httpx.Timeout(connect=self.connect, read=self.read, write=self.connect, pool=None)
 
 
@@ -62,7 +81,8 @@ class Timeouts:
 class Retries:
     """How often to retry a request after a connection error or HTTP 429/5xx, with exponential backoff.
 
-    Attempt k (from 0) waits `backoff_s * 2**k` seconds, at most `max_backoff_s`, before retrying.
+    Attempt k (from 0) waits `backoff_s * 2**k` seconds, at most `max_backoff_s`, before retrying; a server's
+    Retry-After (seconds or an HTTP date) replaces that wait when it is sane, still at most `max_backoff_s`.
     """
 
     count: int = 3
@@ -91,6 +111,7 @@ class OpenAICompatibleOptions:
     (ask the server once: vLLM and llama.cpp are recognized, Ollama gets "response_format",
     anything else "none").
     `event_hooks` is passed to httpx (`{"request": [...], "response": [...]}`), for tracing.
+    `max_response_bytes` caps one answer (16 MiB by default): a larger one is refused as it arrives.
     """
 
     base_urls: tuple[str, ...]
@@ -103,6 +124,7 @@ class OpenAICompatibleOptions:
     check_model: bool = True
     extra_body: Mapping[str, Any] = field(default_factory=dict)
     event_hooks: Mapping[str, Sequence[Callable[..., Any]]] | None = None
+    max_response_bytes: int = 16 * 1024 * 1024
 
     def __post_init__(self):
         urls = (self.base_urls,) if isinstance(self.base_urls, str) else tuple(self.base_urls)
@@ -124,6 +146,7 @@ class OpenAICompatibleOptions:
             )
         if not isinstance(self.extra_body, Mapping):
             raise InvalidInputError(f"extra_body must be a dict, got {type(self.extra_body).__name__}.")
+        check_int("max_response_bytes", self.max_response_bytes, 1024)
 
 
 def normalize_base_url(url: str) -> str:
@@ -160,20 +183,72 @@ def constraint_fields(constraint: Constraint | None, mode: str) -> dict[str, Any
     raise InvalidInputError(f"Unknown structured_output mode {mode!r}; use one of {STRUCTURED_OUTPUT_MODES}.")
 
 
-def chat_body(request: Request, model: str, mode: str, extra_body: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The JSON body of `/chat/completions` for one request."""
+def chat_body(request: Request, model: str, mode: str, extra_body: Mapping[str, Any] | None = None,
+              max_tokens: int | None = None) -> dict[str, Any]:
+    """The JSON body of `/chat/completions` for one request (with `max_tokens` in place of the request's when given)."""
     body = openai_chat_fields(request, model)
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
     body.update(extra_body or {})
-    body.update(constraint_fields(within_budget(request.constraint, request.sampling.max_tokens), mode))
+    body.update(constraint_fields(request.constraint, mode))
     return body
 
 
-def server_error_message(response: httpx.Response) -> str:
+def retry_after_s(value: str | None) -> float | None:
+    """The wait a Retry-After header asks for, in seconds (a number, or an HTTP date); None when it is absent
+    or not a sane wait (nan, infinite, negative, unreadable), so the usual backoff applies."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A whole HTTP answer, read within the deadline and the size cap."""
+
+    status: int
+    reason: str
+    headers: httpx.Headers
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        """The body as text (undecodable bytes replaced)."""
+        return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """The body parsed as JSON; ValueError when it is not."""
+        return json.loads(self.content)
+
+
+class _AnswerTooLarge(Exception):
+    """An answer grew past the size cap; `size` is how far it got (or what it declared)."""
+
+    def __init__(self, size: int):
+        super().__init__(f"answer of at least {size} bytes")
+        self.size = size
+
+
+class _DeadlinePassed(Exception):
+    """An exchange did not finish by its deadline."""
+
+
+def server_error_message(response: _Answer) -> str:
     """The server's own explanation of an HTTP error, shortened, from the usual JSON shapes or raw text."""
     try:
         data = response.json()
     except ValueError:
-        return response.text.strip()[:500] or response.reason_phrase
+        return response.text.strip()[:500] or response.reason
     if isinstance(data, dict):
         error = data.get("error", data.get("detail", data.get("message")))
         if isinstance(error, dict):
@@ -193,6 +268,24 @@ class _Failure(Exception):
         self.wait_s = wait_s
 
 
+_TOKENIZE_ROUTES: tuple[tuple[str, Callable[[str, str], dict[str, Any]]], ...] = (
+    ("/tokenize", lambda model, text: {"model": model, "prompt": text, "add_special_tokens": False}),  # vLLM
+    ("/tokenize", lambda model, text: {"content": text}),  # llama.cpp's llama-server
+    ("/extras/tokenize", lambda model, text: {"model": model, "input": text}),  # llama-cpp-python's server
+)
+
+
+def _token_count(data: Any) -> int | None:
+    """The token count in a tokenize answer (`count`, or the length of `tokens`), or None."""
+    if not isinstance(data, dict):
+        return None
+    count = data.get("count")
+    if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+        return count
+    tokens = data.get("tokens")
+    return len(tokens) if isinstance(tokens, list) else None
+
+
 class OpenAICompatibleBackend(Backend):
     """A model behind one or more OpenAI-compatible servers, called with concurrent HTTP requests.
 
@@ -206,16 +299,22 @@ class OpenAICompatibleBackend(Backend):
         self.options = options
         self.name = f"openai-compatible:{options.base_urls[0]}#{options.model}"
         headers = {"Authorization": f"Bearer {options.api_key}"} if options.api_key else {}
+        # Twice the connections and exchange threads the workers use: an attempt abandoned at its deadline
+        # holds one of each until its socket times out, and must not starve the attempts after it.
+        exchanges = 2 * options.max_concurrency * len(options.base_urls)
         self._client = httpx.Client(
             timeout=options.timeouts.to_httpx(),
             headers=headers,
-            limits=httpx.Limits(max_connections=options.max_concurrency * len(options.base_urls)),
+            limits=httpx.Limits(max_connections=exchanges),
             event_hooks={k: list(v) for k, v in (options.event_hooks or {}).items()},
         )
         self._pool = ThreadPoolExecutor(max_workers=options.max_concurrency, thread_name_prefix="localgrad-http")
+        self._exchanges = ThreadPoolExecutor(max_workers=exchanges, thread_name_prefix="localgrad-http-io")
         self._replica = itertools.count()
         self._lock = threading.Lock()
         self._mode: str | None = None if options.structured_output == "auto" else options.structured_output
+        self._token_counts: dict[str, int] = {}
+        self._tokenize_route: int | None = None
         self._closed = False
         try:
             self._check_servers()
@@ -256,14 +355,23 @@ class OpenAICompatibleBackend(Backend):
                 "response_format": ("json_schema",)}.get(mode, ())
 
     def generate_batch(self, requests: list[Request]) -> list[Completion]:
-        """Send every request concurrently (at most `max_concurrency` at once) and return answers in order."""
+        """Send every request concurrently (at most `max_concurrency` at once) and return answers in order.
+
+        Where the server enforces tag constraints ("vllm", "llamacpp"), each asks for max_tokens less its
+        closing tag, and an answer cut off there comes back closed.
+        """
         if self._closed:
             raise BackendUnavailableError("this backend was closed; build a new engine", backend=self.name)
         if not requests:
             return []
         mode = self.structured_output
+        closes = mode in ("vllm", "llamacpp")
         urls = self.options.base_urls
-        bodies = [chat_body(r, self.options.model, mode, self.options.extra_body) for r in requests]
+        bodies = [
+            chat_body(r, self.options.model, mode, self.options.extra_body,
+                      token_budget(r.constraint, r.sampling.max_tokens, self.count_tokens) if closes else None)
+            for r in requests
+        ]
         stop = threading.Event()
         futures: list[Future] = [
             self._pool.submit(self._call, urls[next(self._replica) % len(urls)], body, request, stop)
@@ -276,14 +384,47 @@ class OpenAICompatibleBackend(Backend):
             for future in pending:
                 future.cancel()
             raise failed[0].exception()  # type: ignore[misc]
-        return [f.result() for f in futures]
+        completions = [f.result() for f in futures]
+        if closes:
+            completions = [close_completion(c, r.constraint, self.count_tokens) for c, r in zip(completions, requests)]
+        return completions
+
+    def count_tokens(self, text: str) -> int:
+        """How many tokens `text` takes with the served model's tokenizer, asked of the server once per text
+        (vLLM's and llama.cpp's `/tokenize`, llama-cpp-python's `/extras/tokenize`). A server that answers
+        none of them gets the text's UTF-8 length, a bound no byte-level tokenizer exceeds."""
+        with self._lock:
+            if text in self._token_counts:
+                return self._token_counts[text]
+        count = self._tokenize(text)
+        with self._lock:
+            self._token_counts[text] = count
+        return count
 
     def close(self) -> None:
         """Stop the worker threads and close the connections. Safe to call twice."""
         if not self._closed:
             self._closed = True
             self._pool.shutdown(wait=False, cancel_futures=True)
+            self._exchanges.shutdown(wait=False, cancel_futures=True)
             self._client.close()
+
+    def _tokenize(self, text: str) -> int:
+        root = _server_root(self.options.base_urls[0])
+        known = self._tokenize_route
+        routes = range(len(_TOKENIZE_ROUTES)) if known is None else [known] if known >= 0 else []
+        for index in routes:
+            path, body = _TOKENIZE_ROUTES[index]
+            try:
+                answer = self._fetch("POST", root + path, body(self.options.model, text), self._short_deadline_s)
+                count = _token_count(answer.json()) if answer.status == 200 else None
+            except (httpx.HTTPError, _DeadlinePassed, _AnswerTooLarge, ValueError):
+                count = None
+            if count is not None:
+                self._tokenize_route = index
+                return count
+        self._tokenize_route = -1
+        return len(text.encode("utf-8"))
 
     def _call(self, base_url: str, body: dict[str, Any], request: Request, stop: threading.Event) -> Completion:
         retries = self.options.retries
@@ -311,20 +452,31 @@ class OpenAICompatibleBackend(Backend):
     def _post(self, base_url: str, body: dict[str, Any], request: Request) -> tuple[str, int, int, str]:
         url = f"{base_url}/chat/completions"
         where = f"{url} (model {self.options.model!r})"
+        timeouts = self.options.timeouts
         try:
-            response = self._client.post(url, json=body)
+            response = self._fetch("POST", url, body, timeouts.deadline_s)
+        except _DeadlinePassed as exc:
+            raise _Failure(self._error(BackendTimeoutError, f"no whole answer from {where} within {timeouts.deadline_s:g} s "
+                                       f"(timeouts.connect {timeouts.connect:g} + timeouts.read {timeouts.read:g}). "
+                                       "Raise timeouts.read, lower max_tokens, or send smaller batches.", request),
+                           False) from exc
+        except _AnswerTooLarge as exc:
+            raise _Failure(self._error(BackendResponseError, f"{where} sent an answer of more than "
+                                       f"{self.options.max_response_bytes} bytes ({exc.size} so far); it was refused "
+                                       "unread. Lower max_tokens, or raise max_response_bytes for a server you trust.",
+                                       request), False) from exc
         except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise _Failure(self._error(BackendTimeoutError, f"timed out connecting to {where}: {exc}. "
                                        "Check that the server is up, or raise timeouts.connect.", request), True) from exc
         except httpx.TimeoutException as exc:
             raise _Failure(self._error(BackendTimeoutError, f"no answer from {where} within "
-                                       f"{self.options.timeouts.read} s. Raise timeouts.read, lower max_tokens, "
+                                       f"{timeouts.read:g} s. Raise timeouts.read, lower max_tokens, "
                                        "or send smaller batches.", request), False) from exc
         except httpx.TransportError as exc:
             raise _Failure(self._error(BackendUnavailableError, f"cannot reach {where} "
                                        f"({type(exc).__name__}: {exc}). Start the server or fix base_url.",
                                        request), True) from exc
-        if response.status_code >= 400:
+        if response.status >= 400:
             raise self._http_failure(response, where, request)
         try:
             data = response.json()
@@ -338,8 +490,45 @@ class OpenAICompatibleBackend(Backend):
             raise _Failure(self._error(BackendResponseError, f"{where} answered with an unusable chat "
                                        f"completion: {exc}. Response: {json.dumps(data)[:300]}", request), False) from exc
 
-    def _http_failure(self, response: httpx.Response, where: str, request: Request) -> _Failure:
-        status = response.status_code
+    def _fetch(self, method: str, url: str, body: Any, deadline_s: float) -> _Answer:
+        """One HTTP exchange, whole by `deadline_s` (_DeadlinePassed otherwise) and at most `max_response_bytes`
+        (_AnswerTooLarge otherwise); httpx's errors pass through. The exchange runs on its own thread so the
+        deadline holds whatever the socket does; one left behind stops at its next chunk or socket timeout."""
+        cancel = threading.Event()
+        try:
+            future = self._exchanges.submit(self._exchange, method, url, body, cancel)
+        except RuntimeError as exc:  # the executor is shut down
+            raise BackendUnavailableError("this backend was closed; build a new engine", backend=self.name) from exc
+        try:
+            return future.result(timeout=deadline_s)
+        except FutureTimeout:
+            cancel.set()
+            future.cancel()
+            raise _DeadlinePassed(url) from None
+
+    def _exchange(self, method: str, url: str, body: Any, cancel: threading.Event) -> _Answer:
+        limit = self.options.max_response_bytes
+        with self._client.stream(method, url, json=body, headers={"Accept-Encoding": "identity"}) as response:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise _AnswerTooLarge(int(declared))
+            chunks, size = [], 0
+            for chunk in response.iter_bytes():
+                if cancel.is_set():
+                    raise _DeadlinePassed(url)
+                size += len(chunk)
+                if size > limit:
+                    raise _AnswerTooLarge(size)
+                chunks.append(chunk)
+            return _Answer(response.status_code, response.reason_phrase, response.headers, b"".join(chunks))
+
+    @property
+    def _short_deadline_s(self) -> float:
+        """The deadline of the small setup requests (model list, kind detection, tokenize)."""
+        return max(self.options.timeouts.connect, 10.0)
+
+    def _http_failure(self, response: _Answer, where: str, request: Request) -> _Failure:
+        status = response.status
         message = server_error_message(response)
         if status in (401, 403):
             fix = "Pass api_key=... or set OPENAI_API_KEY to the key the server expects."
@@ -351,7 +540,7 @@ class OpenAICompatibleBackend(Backend):
             fix = "Check the request (constraint, max_tokens within the context length) against the server's message."
         cls = BackendUnavailableError if status in _UNAVAILABLE_STATUS else BackendResponseError
         error = self._error(cls, f"{where} answered HTTP {status}: {message}. {fix}", request)
-        return _Failure(error, status in _RETRY_STATUS, _retry_after(response))
+        return _Failure(error, status in _RETRY_STATUS, retry_after_s(response.headers.get("retry-after")))
 
     def _error(self, cls: type[BackendError], message: str, request: Request | None = None) -> BackendError:
         return cls(message, backend=self.name, request=request)
@@ -359,16 +548,19 @@ class OpenAICompatibleBackend(Backend):
     def _get_models(self, base_url: str) -> dict[str, Any]:
         url = f"{base_url}/models"
         try:
-            response = self._client.get(url, timeout=httpx.Timeout(max(self.options.timeouts.connect, 10.0)))
-        except httpx.TimeoutException as exc:
-            raise BackendTimeoutError(f"no answer from {url}: {exc}. Check that the server is up and base_url is "
-                                      "right.", backend=self.name) from exc
+            response = self._fetch("GET", url, None, self._short_deadline_s)
+        except (httpx.TimeoutException, _DeadlinePassed) as exc:
+            raise BackendTimeoutError(f"no answer from {url} within {self._short_deadline_s:g} s. Check that the "
+                                      "server is up and base_url is right.", backend=self.name) from exc
+        except _AnswerTooLarge as exc:
+            raise BackendResponseError(f"{url} sent a model list of more than {self.options.max_response_bytes} "
+                                       "bytes. Check base_url, or pass check_model=False.", backend=self.name) from exc
         except httpx.TransportError as exc:
             raise BackendUnavailableError(f"cannot reach {url} ({type(exc).__name__}: {exc}). Start the server "
                                           "(e.g. `vllm serve <model>` or `python -m llama_cpp.server --model <gguf>`) "
                                           "or fix base_url.", backend=self.name) from exc
-        if response.status_code >= 400:
-            raise BackendResponseError(f"{url} answered HTTP {response.status_code}: {server_error_message(response)}. "
+        if response.status >= 400:
+            raise BackendResponseError(f"{url} answered HTTP {response.status}: {server_error_message(response)}. "
                                        "Check base_url and api_key, or pass check_model=False.", backend=self.name)
         try:
             data = response.json()
@@ -389,7 +581,7 @@ class OpenAICompatibleBackend(Backend):
             return "llamacpp"
         if owners & {"library", "ollama"}:
             return "response_format"
-        root = base_url[: -len("/v1")] if base_url.endswith("/v1") else base_url
+        root = _server_root(base_url)
         title = str((self._probe(f"{root}/openapi.json") or {}).get("info", {}).get("title", "")).lower()
         if "llama.cpp" in title:
             return "llamacpp"
@@ -402,19 +594,16 @@ class OpenAICompatibleBackend(Backend):
 
     def _probe(self, url: str) -> dict[str, Any] | None:
         try:
-            response = self._client.get(url, timeout=httpx.Timeout(max(self.options.timeouts.connect, 10.0)))
-            data = response.json() if response.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
+            response = self._fetch("GET", url, None, self._short_deadline_s)
+            data = response.json() if response.status == 200 else None
+        except (httpx.HTTPError, _DeadlinePassed, _AnswerTooLarge, ValueError):
             return None
         return data if isinstance(data, dict) else None
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    try:
-        return max(float(value), 0.0) if value is not None else None
-    except ValueError:
-        return None
+def _server_root(base_url: str) -> str:
+    """The server's root URL: `base_url` without its trailing /v1."""
+    return base_url[: -len("/v1")] if base_url.endswith("/v1") else base_url
 
 
 def served_models(listing: Mapping[str, Any]) -> list[str]:

