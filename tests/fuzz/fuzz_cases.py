@@ -1050,7 +1050,7 @@ def _trainer_config(draw):
         "epochs": (st.one_of(st.just(OMIT), st.none(), positive), st.one_of(st.integers(-3, 0), junk_except(int, type(None)))),
         "seed": (st.one_of(st.just(OMIT), st.integers(0, 2**31)), st.one_of(junk_except(int), st.booleans())),
         "eval_batch_size": (st.one_of(st.just(OMIT), st.none(), positive), st.one_of(st.integers(-3, 0), junk_except(int, type(None)))),
-        "initial_prompt": (st.one_of(st.just(OMIT), NONBLANK, BRACED), st.one_of(BLANK, junk_except(str))),
+        "initial_prompt": (st.one_of(st.just(OMIT), st.none(), NONBLANK, BRACED), st.one_of(BLANK, junk_except(str, type(None)))),
         "prompt_role": (st.one_of(st.just(OMIT), ROLES), BAD_ROLES),
         "adopt_every_update": (st.one_of(st.just(OMIT), st.booleans()), junk_except(bool)),
         "constraints": (st.one_of(st.just(OMIT), st.lists(NONBLANK, max_size=2).map(tuple), st.lists(NONBLANK, max_size=2), NONBLANK),
