@@ -22,7 +22,7 @@ from localgrad.variable import Variable
 
 def check_tags(tags: Sequence[str]) -> tuple[str, str]:
     """The optimizer's tags, checked: an opening `<NAME>` and a closing `</NAME>` (NAME in capitals, digits, `_`)."""
-    if isinstance(tags, str) or len(tags) != 2 or not all(isinstance(t, str) for t in tags):
+    if not isinstance(tags, (list, tuple)) or len(tags) != 2 or not all(isinstance(t, str) for t in tags):
         raise InvalidInputError("new_variable_tags must be two strings: [start_tag, end_tag].")
     start, end = tags
     if not (TAG.fullmatch(start) and TAG.fullmatch(end) and not start.startswith("</") and end.startswith("</")):
