@@ -14,6 +14,7 @@ from localgrad.backends.constraints import parse_tagged, tagged
 from localgrad.backends.guided import UNREACHABLE, GuidedLogitsProcessor
 from localgrad.backends.transformers import (
     TransformersOptions,
+    attention_kernels,
     device_and_dtype,
     end_tokens,
     model_load_args,
@@ -21,6 +22,8 @@ from localgrad.backends.transformers import (
 from localgrad.engine import Engine
 from localgrad.errors import EngineConfigError, InvalidInputError
 from localgrad.request import Constraint, Request, SamplingSettings
+
+CUDNN_SDP_AT_START = torch.backends.cuda.cudnn_sdp_enabled()
 
 SHIRTS = (
     "If it takes 1 hour to dry 25 shirts under the sun, how long will it take to dry 30 shirts "
@@ -256,6 +259,15 @@ def test_a_batch_that_runs_out_of_memory_is_retried_in_halves(embedded, monkeypa
     expected = [c.text for c in embedded.generate_batch(requests)]
     monkeypatch.setattr(backend.model, "generate", small_batches_only)
     assert [c.text for c in embedded.generate_batch(requests)] == expected
+
+
+def test_attention_on_cuda_leaves_out_cudnn_inside_generate_only():
+    with attention_kernels("cpu"):
+        assert torch.backends.cuda.cudnn_sdp_enabled() == CUDNN_SDP_AT_START
+    with attention_kernels("cuda:0"):
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
+    assert torch.backends.cuda.cudnn_sdp_enabled() == CUDNN_SDP_AT_START
 
 
 def test_device_and_dtype_choices():
