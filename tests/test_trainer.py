@@ -62,8 +62,9 @@ def test_config_is_validated():
         TrainerConfig(select_on="test")
     with pytest.raises(InvalidInputError, match="adopt_every_update"):
         TrainerConfig(adopt_every_update=True, candidates=2)
-    with pytest.raises(InvalidInputError, match="not one string"):
-        TrainerConfig(constraints="be short")
+    assert TrainerConfig(constraints="be short").constraints == ("be short",), "one string is one rule"
+    with pytest.raises(InvalidInputError, match="constraints"):
+        TrainerConfig(constraints=["be short", 3])
     assert TrainerConfig(steps=None, epochs=2, batch_size=4).total_steps(10) == 6
     assert "Answer: $VALUE" in TrainerConfig().starting_prompt
     assert "allowed choices" in TrainerConfig(answer_format="choice").starting_prompt
