@@ -63,7 +63,8 @@ class GuideClock:
         inner = guided.GuidedLogitsProcessor.__call__
 
         def timed(processor, input_ids, scores):
-            self._sync()
+            if synchronize is not None:
+                synchronize()
             start = time.thread_time() if synchronize is None else time.perf_counter()
             out = inner(processor, input_ids, scores)
             if synchronize is None:
