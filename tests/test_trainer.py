@@ -2,6 +2,7 @@
 the output directory's lock, a full disk (scripted backend), and a real run + the CLI on the embedded model."""
 import json
 import os
+import random
 import resource
 import signal
 import subprocess
@@ -141,6 +142,21 @@ def test_resume_after_kill_continues_at_next_step(tmp_path):
     assert [r["step"] for r in final["records"]] == [1, 2, 3, 4, 5]
     assert final["records"][:2] == saved["records"]
     assert without_timings(final) == without_timings(reference)
+
+
+def test_kill_9_at_random_points_resumes_to_the_uninterrupted_result(tmp_path):
+    reference_trainer = make_trainer(str(tmp_path / "reference"), steps=4, candidates=2)
+    reference = reference_trainer.fit()
+    calls = len(reference_trainer.engine.backend.calls)
+    for point in sorted(random.Random(14).sample(range(1, calls + 1), 4)):
+        run = tmp_path / f"killed-at-{point}"
+        killed = run_script(run, "--steps", "4", "--candidates", "2", "--kill-at-call", str(point))
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        resumed = run_script(run, "--steps", "4", "--candidates", "2", *(["--resume"] if (run / "checkpoint.json").exists() else []))
+        assert resumed.returncode == 0, (point, resumed.stderr)
+        final = json.loads((run / "checkpoint.json").read_text())
+        assert without_timings(final) == without_timings(reference), f"killed at backend call {point} of {calls}"
+        assert not stray_files(run)
 
 
 def test_kill_between_checkpoint_and_records_is_repaired_by_resume(tmp_path):

@@ -2,8 +2,9 @@
 
 Run as a script it trains in an output directory; `--exit-after K` ends the process abruptly
 (`os._exit`) right after step K is saved, as a crash or a kill would; `--kill-after-checkpoint K`
-ends it between writing checkpoint K and the records; `--wait-for FILE` pauses after step 1 until
-FILE exists (so a test can start a second run into the same directory meanwhile).
+ends it between writing checkpoint K and the records; `--kill-at-call N` kills the process (SIGKILL, as
+`kill -9` does) when the backend gets its N-th batch, wherever in a step that falls; `--wait-for FILE` pauses
+after step 1 until FILE exists (so a test can start a second run into the same directory meanwhile).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import argparse
 import hashlib
 import os
 import re
+import signal
 import sys
 import time
 
@@ -47,8 +49,9 @@ class ScriptedBackend(Backend):
     name = "scripted"
     constraint_kinds = ("regex", "json_schema")
 
-    def __init__(self):
+    def __init__(self, kill_at_call: int = 0):
         self.calls: list[int] = []
+        self.kill_at_call = kill_at_call
 
     def _answer(self, request: Request) -> str:
         system = request.messages[0].text if request.messages[0].role == "system" else ""
@@ -63,6 +66,8 @@ class ScriptedBackend(Backend):
 
     def generate_batch(self, requests: list[Request]) -> list[Completion]:
         self.calls.append(len(requests))
+        if len(self.calls) == self.kill_at_call:
+            os.kill(os.getpid(), signal.SIGKILL)
         out = []
         for request in requests:
             text = self._answer(request)
@@ -71,10 +76,11 @@ class ScriptedBackend(Backend):
         return out
 
 
-def make_trainer(out_dir: str | None, steps: int = 4, batch_size: int = 2, seed: int = 0, **options) -> Trainer:
+def make_trainer(out_dir: str | None, steps: int = 4, batch_size: int = 2, seed: int = 0, kill_at_call: int = 0,
+                 **options) -> Trainer:
     """A trainer on the scripted backend: train 6, val 6, test 6; `options` go to TrainerConfig."""
     train, val, test = split(make_object_counting(18, seed=3), 6, 6, 6)
-    engine = Engine(ScriptedBackend())
+    engine = Engine(ScriptedBackend(kill_at_call))
     config = TrainerConfig(batch_size=batch_size, steps=steps, seed=seed, **options)
     return Trainer(config, train, val, test, engine, out_dir=out_dir, progress=False)
 
@@ -88,6 +94,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--candidates", type=int, default=1)
     parser.add_argument("--exit-after", type=int, default=0)
     parser.add_argument("--kill-after-checkpoint", type=int, default=0)
+    parser.add_argument("--kill-at-call", type=int, default=0)
     parser.add_argument("--wait-for", default=None)
     args = parser.parse_args(argv)
 
@@ -107,7 +114,8 @@ def main(argv: list[str]) -> None:
 
         trainer_module.write_json_atomic = write_then_die
     try:
-        make_trainer(args.out_dir, args.steps, args.batch_size, candidates=args.candidates).fit(resume=args.resume, callback=crash)
+        trainer = make_trainer(args.out_dir, args.steps, args.batch_size, kill_at_call=args.kill_at_call, candidates=args.candidates)
+        trainer.fit(resume=args.resume, callback=crash)
     except LocalgradError as exc:
         print(f"localgrad: error: {exc}", file=sys.stderr)
         sys.exit(2)
