@@ -249,11 +249,16 @@ def test_an_echo_of_the_instruction_is_refused_and_nothing_changes():
     assert x.value == "The answer is 4."
 
 
-def test_scaffolding_in_a_new_value_is_refused_unless_the_old_value_had_it():
+def test_scaffolding_in_a_new_value_is_cut_or_refused_unless_the_old_value_had_it():
     raw = START + "Better answer.\n</VARIABLE>\n<FEEDBACK> ok" + END
     assert read_update(raw, "Answer.", TAGS) == (None, "the value holds the start of a tag, '</V', and values may hold tags only escaped")
     copied = START + "Better answer <\\FEEDBACK>" + END
-    assert read_update(copied, "Answer.", TAGS)[1] == "the value holds <FEEDBACK>, a tag of the prompt that the old value does not hold"
+    assert read_update(copied, "Answer.", TAGS) == ("Better answer", "")
+    # vLLM's server gave this for one of eight parameters: the escaped closing tag of the prompt's output block
+    assert read_update(START + "\nThe answer is 62.\n</\\OUTPUT>\n" + END, "62", TAGS) == ("The answer is 62.", "")
+    assert read_update(START + "<\\FEEDBACK> only a tag" + END, "Answer.", TAGS) == (
+        None, "the value is only a tag of the prompt, copied from the prompt")
+    assert read_update(START + "a <\\OUTPUT> b <\\OUTPUT> c" + END, "x <OUTPUT> y", TAGS) == ("a <OUTPUT> b", "")
     assert read_update(copied, "Answer <FEEDBACK>", TAGS) == ("Better answer <FEEDBACK>", "")
     assert read_update(START + "Use <\\CONTEXT> here" + END, "x", TAGS) == ("Use <CONTEXT> here", "")
     assert tag_counts("a <VARIABLE></VARIABLE><VARIABLE>") == {"<VARIABLE>": 2, "</VARIABLE>": 1}

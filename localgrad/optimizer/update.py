@@ -4,18 +4,26 @@ The prompt shows the value, the feedback and every other text escaped (`localgra
 them can open or close a tag. The constraint allows exactly `<IMPROVED_VARIABLE>` + a body that holds not
 even the start of a tag + `</IMPROVED_VARIABLE>`, and `read_update` accepts exactly that (after leading whitespace) on backends
 that cannot constrain, too. The body is unescaped, so a value that holds tag text round-trips; a value
-holding a tag of the prompt that its old value did not hold (copied escaped from the feedback) is refused;
-a loop is cut.
+holding a tag of the prompt that its old value did not hold (copied escaped from the prompt) is cut where
+that tag begins, and refused when nothing is left; a loop is cut.
 """
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 from localgrad.backends.constraints import read_tagged, tagged
 from localgrad.errors import InvalidInputError
 from localgrad.prompts import optimizer as P
 from localgrad.prompts.tags import TAG_NAMES
-from localgrad.protocol import TAG, cut_repetition, escape, tag_counts, unescape
+from localgrad.protocol import (
+    TAG,
+    cut_repetition,
+    escape,
+    tag_counts,
+    tags_of,
+    unescape,
+)
 from localgrad.request import Constraint
 from localgrad.variable import Variable
 
@@ -84,21 +92,34 @@ def update_prompt(
     )
 
 
+def scaffolding_start(value: str, allowed: dict[str, int], names: Sequence[str]) -> int | None:
+    """Where `value` first holds a tag of the prompt more often than `allowed` says (the old value's counts), or None."""
+    pattern = re.compile("|".join(re.escape(t) for t in tags_of(names)))
+    seen: dict[str, int] = {}
+    for match in pattern.finditer(value):
+        seen[match[0]] = seen.get(match[0], 0) + 1
+        if seen[match[0]] > allowed.get(match[0], 0):
+            return match.start()
+    return None
+
+
 def read_update(text: str, old_value: str, tags: Sequence[str]) -> tuple[str | None, str]:
     """The new value in an optimizer's answer, or None and why it is refused.
 
     The answer is read as the update constraint allows it; the value is unescaped; a value holding a tag of
-    the prompt more often than `old_value` is refused; a loop the old value does not have is cut.
+    the prompt more often than `old_value` is cut before that tag (refused if nothing is left before it); a loop
+    the old value does not have is cut.
     """
     names = scaffolding(tags)
     body, problem = read_tagged(text, tags[0], tags[1], tag_free=True)
     if body is None:
         return None, problem
     value = unescape(body)
-    before = tag_counts(old_value, names)
-    extra = [tag for tag, n in tag_counts(value, names).items() if n > before.get(tag, 0)]
-    if extra:
-        return None, f"the value holds {extra[0]}, a tag of the prompt that the old value does not hold"
+    cut = scaffolding_start(value, tag_counts(old_value, names), names)
+    if cut is not None:
+        value = value[:cut].rstrip()
+        if not value.strip():
+            return None, "the value is only a tag of the prompt, copied from the prompt"
     if cut_repetition(old_value) == old_value:
         value = cut_repetition(value)
     return value, ""
