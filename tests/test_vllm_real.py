@@ -27,12 +27,13 @@ except ImportError as exc:  # the main venv has no vLLM: say how to run these
     pytest.skip(f"needs vLLM ({exc}); run `make test-vllm`, which builds the CPU vLLM venv", allow_module_level=True)
 
 import httpx  # noqa: E402
+import psutil  # noqa: E402
 
 import localgrad as tg  # noqa: E402
 from localgrad.backends.constraints import parse_tagged, tagged  # noqa: E402
 from localgrad.backends.openai_compatible import Retries  # noqa: E402
 from localgrad.backends.openai_compatible import from_spec as server_backend  # noqa: E402
-from localgrad.errors import BackendUnavailableError, EngineConfigError  # noqa: E402
+from localgrad.errors import BackendError, BackendUnavailableError, EngineConfigError  # noqa: E402
 from localgrad.optimizer.tgd import DEFAULT_TAGS  # noqa: E402
 from localgrad.request import Constraint, Request, SamplingSettings  # noqa: E402
 
@@ -252,3 +253,27 @@ def test_a_model_vllm_cannot_load_is_a_localgrad_error(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "no-such-architecture"}')
     with pytest.raises(EngineConfigError, match="vLLM could not load"):
         tg.get_engine(f"vllm:{tmp_path}", llm_kwargs={"enforce_eager": True})
+
+
+def test_closing_the_last_engine_shuts_vllm_down(model_dir):
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    engine = tg.get_engine(f"vllm:{model_dir}", max_tokens=8, dtype="bfloat16", max_model_len=1024,
+                           llm_kwargs={"enforce_eager": True})
+    assert engine.generate("Say hello.").strip()
+    started = [p for p in me.children(recursive=True) if p.pid not in before and not _resource_tracker(p)]
+    assert started, "vLLM runs its engine in a process of its own"
+    engine.close()
+    _, alive = psutil.wait_procs(started, timeout=120)
+    assert not alive, f"still running after close: {alive}"
+    with pytest.raises(BackendError, match="closed"):
+        engine.backend.generate_batch([Request.chat("Say hello.")])
+    engine.close()
+
+
+def _resource_tracker(process: psutil.Process) -> bool:
+    """multiprocessing's resource tracker: started with the first spawned process, it lives as long as Python."""
+    try:
+        return "resource_tracker" in " ".join(process.cmdline())
+    except psutil.Error:
+        return False

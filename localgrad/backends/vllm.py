@@ -186,13 +186,19 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 
 _LLMS: dict[tuple, Any] = {}
+_LLM_USERS: dict[tuple, int] = {}
 _LLMS_LOCK = threading.Lock()
 _GUARD_HINT = re.compile(r"bootstrapping phase|freeze_support|initialization failed", re.IGNORECASE)
 
 
+def _llm_key(model: str, options: VLLMOptions) -> tuple:
+    return (model, repr(sorted(options.llm_args(model).items(), key=lambda kv: kv[0])))
+
+
 def _shared_llm(model: str, options: VLLMOptions):
-    """One `vllm.LLM` per process and set of arguments: building a second one would claim the GPU twice."""
-    key = (model, repr(sorted(options.llm_args(model).items(), key=lambda kv: kv[0])))
+    """One `vllm.LLM` per process and set of arguments: building a second one would claim the GPU twice.
+    Each backend that takes it counts as a user; the last one to close shuts it down."""
+    key = _llm_key(model, options)
     with _LLMS_LOCK:
         if key not in _LLMS:
             llm_class, _, _ = _import_vllm()
@@ -209,7 +215,22 @@ def _shared_llm(model: str, options: VLLMOptions):
                 hint = (" If a script builds this engine, put that code under `if __name__ == \"__main__\":` "
                         "(vLLM's workers re-import the script)." if _GUARD_HINT.search(str(exc)) else "")
                 raise EngineConfigError(f"vLLM could not load {model!r}: {type(exc).__name__}: {exc}.{hint}") from exc
+        _LLM_USERS[key] = _LLM_USERS.get(key, 0) + 1
         return _LLMS[key]
+
+
+def _release_llm(key: tuple) -> None:
+    """One user fewer; with none left, shut vLLM's engine down (its process and the memory it holds)."""
+    with _LLMS_LOCK:
+        _LLM_USERS[key] -= 1
+        if _LLM_USERS[key] > 0:
+            return
+        del _LLM_USERS[key]
+        llm = _LLMS.pop(key)
+    try:
+        llm.llm_engine.engine_core.shutdown()
+    except Exception as exc:
+        raise BackendError(f"vLLM's engine did not shut down: {type(exc).__name__}: {exc}", backend=f"vllm:{key[0]}") from exc
 
 
 class VLLMBackend(Backend):
@@ -226,6 +247,7 @@ class VLLMBackend(Backend):
         self.options = options or VLLMOptions()
         self.name = f"vllm:{model}"
         self.llm = _shared_llm(model, self.options)
+        self._key: tuple | None = _llm_key(model, self.options)
         _, self._sampling_params, self._structured_outputs_params = _import_vllm()
         tokenizer = self.llm.get_tokenizer()
         self.count_tokens: Callable[[str], int] = functools.lru_cache(maxsize=256)(
@@ -240,11 +262,19 @@ class VLLMBackend(Backend):
             kwargs["structured_outputs"] = self._structured_outputs_params(**structured)
         return self._sampling_params(**kwargs)
 
+    def close(self) -> None:
+        """Let go of the shared `vllm.LLM`; the last backend using it shuts it down. Safe to call twice."""
+        key, self._key = self._key, None
+        if key is not None:
+            _release_llm(key)
+
     def generate_batch(self, requests: list[Request]) -> list[Completion]:
         """Run the batch as one `LLM.chat` call and return completions in order, with token counts;
         tag outputs cut off by max_tokens come back closed."""
         if not requests:
             return []
+        if self._key is None:
+            raise BackendError("this vllm backend is closed; get_engine builds a new one", backend=self.name)
         conversations = [to_chat_messages(r) for r in requests]
         params = [self.sampling_params(r) for r in requests]
         try:
