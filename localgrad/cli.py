@@ -198,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--candidates", type=int, default=4, help="candidate prompts per step, kept only if better on validation (default 4)")
     opt.add_argument("--select-on", choices=["val", "minibatch+val"], default="val",
                      help="score candidates on validation, or on the minibatch first (default: val)")
-    opt.add_argument("--frontier", action="store_true", help="start each step from a prompt of the Pareto frontier over validation examples")
+    opt.add_argument("--frontier", action=argparse.BooleanOptionalAction, default=True,
+                     help="start each step from a prompt of the Pareto frontier over validation examples (default: on)")
     opt.add_argument("--seed", type=int, default=0, help="seed of the generated task, the order of --data and of minibatches (default 0)")
     opt.add_argument("--max-tokens", type=int, default=128, help="cap on generated tokens per call (default 128)")
     opt.add_argument("--out", default="localgrad-run",

@@ -7,7 +7,8 @@ from the same prompt and ask the same questions:
   time (an engine with max_batch_size=1), one update per step adopted unchecked, validation and test
   scored after every step (as textgrad's prompt-optimization tutorial does).
 - localgrad's loop: batched, K candidates per step scored on validation (optionally screened on the
-  minibatch, optionally with a Pareto frontier), a candidate kept only when it beats the current prompt.
+  minibatch, each step started from a prompt of the Pareto frontier unless --no-frontier), a
+  candidate kept only when it beats the current prompt.
 
 It prints before/after test accuracy (with the number of test questions) and the wall time of each
 run, and writes every run's directory (checkpoint, records, plot, report.html) under --out; rerunning
@@ -125,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--candidates", type=int, default=4, help="localgrad's candidates per step")
     parser.add_argument("--candidate-temperature", type=float, default=0.9)
     parser.add_argument("--select-on", choices=["val", "minibatch+val"], default="val")
-    parser.add_argument("--frontier", action="store_true", help="localgrad starts steps from a Pareto frontier")
+    parser.add_argument("--frontier", action=argparse.BooleanOptionalAction, default=True,
+                        help="localgrad starts steps from a Pareto frontier (default: on)")
     parser.add_argument("--eval-batch-size", type=int, default=None, help="cap on one evaluation batch of localgrad's loop")
     parser.add_argument("--no-answer-hint", action="store_true", help="do not append the answer format to questions (both loops)")
     parser.add_argument("--out", default="runs/bench_quality")

@@ -161,6 +161,13 @@ def test_frontier_starts_some_steps_from_a_prompt_that_is_not_the_best():
                        for other in pool)
 
 
+def test_the_frontier_is_on_by_default_except_in_textgrads_plain_loop():
+    assert TrainerConfig().frontier is True and TrainerConfig(frontier=False).frontier is False
+    assert TrainerConfig(adopt_every_update=True).frontier is False
+    with pytest.raises(InvalidInputError, match="adopt_every_update"):
+        TrainerConfig(adopt_every_update=True, frontier=True)
+
+
 def test_ties_keep_the_current_prompt():
     trainer = scripted_trainer()
     state = trainer.fit()

@@ -76,8 +76,9 @@ class TrainerConfig:
     format's task description. `candidates` is K, the new prompts proposed per step (1 is plain TGD),
     sampled up to `candidate_temperature`; `select_on` 'minibatch+val' scores them on the minibatch
     first and sends to validation only those not worse than the parent there. `frontier` starts each
-    step from a prompt of the Pareto frontier over validation examples. `adopt_every_update` takes the
-    first candidate unchecked (textgrad's plain loop).
+    step from a prompt of the Pareto frontier over validation examples (None, the default: on, except
+    in textgrad's plain loop; measured to help, see the README). `adopt_every_update` takes the first
+    candidate unchecked (textgrad's plain loop).
     """
 
     batch_size: int = 4
@@ -93,7 +94,7 @@ class TrainerConfig:
     candidates: int = 1
     candidate_temperature: float = DEFAULT_CANDIDATE_TEMPERATURE
     select_on: str = "val"
-    frontier: bool = False
+    frontier: bool | None = None
     adopt_every_update: bool = False
 
     def __post_init__(self):
@@ -124,6 +125,8 @@ class TrainerConfig:
             raise InvalidInputError(f"TrainerConfig.candidate_temperature must be a number in (0, 2], got {temperature!r}.")
         if self.select_on not in SELECT_ON:
             raise InvalidInputError(f"TrainerConfig.select_on must be one of {SELECT_ON}, got {self.select_on!r}.")
+        if self.frontier is None:
+            object.__setattr__(self, "frontier", not self.adopt_every_update)
         for name in ("answer_hint", "frontier", "adopt_every_update"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidInputError(f"TrainerConfig.{name} must be True or False, got {getattr(self, name)!r}.")
