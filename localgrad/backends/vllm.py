@@ -191,14 +191,10 @@ _LLMS_LOCK = threading.Lock()
 _GUARD_HINT = re.compile(r"bootstrapping phase|freeze_support|initialization failed", re.IGNORECASE)
 
 
-def _llm_key(model: str, options: VLLMOptions) -> tuple:
-    return (model, repr(sorted(options.llm_args(model).items(), key=lambda kv: kv[0])))
-
-
-def _shared_llm(model: str, options: VLLMOptions):
-    """One `vllm.LLM` per process and set of arguments: building a second one would claim the GPU twice.
-    Each backend that takes it counts as a user; the last one to close shuts it down."""
-    key = _llm_key(model, options)
+def _shared_llm(model: str, options: VLLMOptions) -> tuple[tuple, Any]:
+    """One `vllm.LLM` per process and set of arguments (building a second one would claim the GPU twice),
+    with its key. Each backend that takes it counts as a user; the last one to close shuts it down."""
+    key = (model, repr(sorted(options.llm_args(model).items(), key=lambda kv: kv[0])))
     with _LLMS_LOCK:
         if key not in _LLMS:
             llm_class, _, _ = _import_vllm()
@@ -216,7 +212,7 @@ def _shared_llm(model: str, options: VLLMOptions):
                         "(vLLM's workers re-import the script)." if _GUARD_HINT.search(str(exc)) else "")
                 raise EngineConfigError(f"vLLM could not load {model!r}: {type(exc).__name__}: {exc}.{hint}") from exc
         _LLM_USERS[key] = _LLM_USERS.get(key, 0) + 1
-        return _LLMS[key]
+        return key, _LLMS[key]
 
 
 def _release_llm(key: tuple) -> None:
@@ -246,8 +242,8 @@ class VLLMBackend(Backend):
         self.model = model
         self.options = options or VLLMOptions()
         self.name = f"vllm:{model}"
-        self.llm = _shared_llm(model, self.options)
-        self._key: tuple | None = _llm_key(model, self.options)
+        key, self.llm = _shared_llm(model, self.options)
+        self._key: tuple | None = key
         _, self._sampling_params, self._structured_outputs_params = _import_vllm()
         tokenizer = self.llm.get_tokenizer()
         self.count_tokens: Callable[[str], int] = functools.lru_cache(maxsize=256)(
